@@ -1,0 +1,1 @@
+"""Vistas indexer: the offline side, everything that turns photos into vectors."""

@@ -1,0 +1,174 @@
+"""`vistas`: the command line for indexing a catalog and serving recommendations.
+
+Every option that is also a setting can come from the environment
+(REDIS_URL, VISTAS_DATA_DIR, VISTAS_KEY_PREFIX, ...); a flag wins over the
+environment.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+
+import click
+
+from recommender.settings import Settings
+
+DEMO_CATALOG = Path(__file__).resolve().parent.parent / "demo" / "catalog" / "manifest.csv"
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--redis-url", help="Redis holding the catalog [env REDIS_URL; default redis://127.0.0.1:6379/0].")
+@click.option("--data-dir", type=click.Path(path_type=Path),
+              help="Index versions and embedded Redis data [env VISTAS_DATA_DIR; default .vistas].")
+@click.option("--key-prefix", help="Prefix of every Redis key, to share one Redis [env VISTAS_KEY_PREFIX; default vistas].")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]),
+              help="Where the backbone runs [env VISTAS_DEVICE; default auto = CUDA when present].")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.pass_context
+def main(ctx: click.Context, redis_url: str | None, data_dir: Path | None, key_prefix: str | None,
+         device: str | None, verbose: bool) -> None:
+    """Vistas: content-based image recommendations from photos.
+
+    Photos are tagged by a pretrained CNN, tags and features are grouped into
+    30 readable topics with NMF, and each item's topic vector goes into a FAISS
+    index that the API searches for "similar items".
+
+    \b
+    Typical use:
+      vistas demo                      index the bundled catalog and serve it
+      vistas ingest photos/            index a folder (or a CSV / JSON-lines manifest)
+      vistas serve --workers 4         serve the API with gunicorn
+    """
+    _setup_logging(verbose)
+    try:
+        ctx.obj = Settings.from_env(redis_url=redis_url, data_dir=data_dir, key_prefix=key_prefix, device=device)
+    except (ValueError, TypeError) as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _catalog(settings: Settings):
+    from recommender.catalog import Catalog, connect
+
+    catalog = Catalog(connect(settings.redis_url_or_default), settings.key_prefix)
+    try:
+        catalog.ping()
+    except Exception as exc:  # noqa: BLE001 - turned into a message that says how to fix it
+        raise click.ClickException(
+            f"cannot reach Redis at {settings.redis_url_or_default} ({exc}); start one or set REDIS_URL"
+        ) from None
+    return catalog
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--reset", is_flag=True, help="Forget every item and version under this key prefix first.")
+@click.option("--batch-size", type=click.IntRange(1, 4096), help="Photos per forward pass [env VISTAS_BATCH_SIZE].")
+@click.pass_obj
+def ingest(settings: Settings, path: Path, reset: bool, batch_size: int | None) -> None:
+    """Index the items in PATH: a folder of photos, or a CSV / JSON-lines manifest.
+
+    \b
+    Manifest columns: id, title, kind, category, image, price, starts_at,
+    ends_at, tags (CSV: separated by "|"; JSON: a list). Image paths are
+    relative to the manifest; an item without an image needs tags. Other
+    columns are kept as item attributes.
+
+    On an empty catalog this fits the topic model and builds index version 1;
+    otherwise the new items get vectors from the current model and appear in
+    running APIs at once. Unreadable photos mark their item failed (with the
+    reason) and do not stop the run.
+    """
+    _ingest(settings.with_(batch_size=batch_size) if batch_size else settings, path, reset)
+
+
+def _ingest(settings: Settings, path: Path, reset: bool) -> None:
+    from indexer.ingest import ingest as run_ingest
+    from indexer.manifest import ManifestError, read_catalog
+
+    catalog = _catalog(settings)
+    try:
+        entries = read_catalog(path)
+    except ManifestError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not entries:
+        raise click.ClickException(f"{path} holds no items (photos: .jpg .png .webp ...; or a manifest)")
+    if reset:
+        import shutil
+
+        catalog.clear()
+        shutil.rmtree(settings.data_dir / "versions", ignore_errors=True)
+    try:
+        report = run_ingest(entries, settings, catalog)
+    except FileNotFoundError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"{report.indexed} of {report.stored} items indexed, {len(report.failed)} failed, "
+        f"index version {report.version}{' (new)' if report.built else ''}, {report.seconds:.1f}s"
+    )
+    for item_id, reason in report.failed[:20]:
+        click.echo(f"  failed {item_id}: {reason}", err=True)
+
+
+@main.command()
+@click.option("--bind", default="127.0.0.1:8000", show_default=True, help="Address to listen on.")
+@click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True,
+              help="gunicorn worker processes; each holds the index in memory.")
+@click.pass_obj
+def serve(settings: Settings, bind: str, workers: int) -> None:
+    """Serve the recommender API (gunicorn).
+
+    Endpoints: /healthz, /readyz, /v1/items/ID, /v1/items/ID/similar?k=10, /v1/topics.
+    """
+    from recommender.server import GunicornServer
+
+    _catalog(settings)
+    GunicornServer(settings, bind, workers).run()
+
+
+@main.command()
+@click.option("--bind", default="127.0.0.1:8000", show_default=True, help="Address to listen on.")
+@click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True, help="gunicorn workers.")
+@click.option("--catalog", "catalog_path", type=click.Path(exists=True, path_type=Path), default=DEMO_CATALOG,
+              show_default=True, help="Catalog to index.")
+@click.pass_obj
+def demo(settings: Settings, bind: str, workers: int, catalog_path: Path) -> None:
+    """Index the bundled demo catalog (523 real photos) and serve it.
+
+    Uses REDIS_URL when set; otherwise starts a real redis-server of its own
+    with its data under the data directory. Indexing is skipped when the
+    catalog is already indexed. Ctrl-C stops everything.
+    """
+    from indexer.embedded_redis import EmbeddedRedis
+    from indexer.manifest import read_catalog
+    from recommender.server import GunicornServer
+
+    with ExitStack() as stack:
+        if settings.redis_url is None:
+            server = stack.enter_context(EmbeddedRedis(settings.data_dir / "redis"))
+            settings = settings.with_(redis_url=server.url)
+            click.echo(f"started redis-server at {server.url}")
+        catalog = _catalog(settings)
+        expected = {entry.item.id for entry in read_catalog(catalog_path)}
+        if catalog.current_version() and expected <= set(catalog.ids()):
+            click.echo(f"demo catalog already indexed (version {catalog.current_version()}, {catalog.count()} items)")
+        else:
+            _ingest(settings, catalog_path, reset=False)
+        host = bind if "://" in bind else f"http://{bind}"
+        sample = sorted(expected)[0] if expected else "ID"
+        click.echo(
+            "\nVistas demo is up. Try:\n"
+            f"  {host}/readyz\n  {host}/v1/topics\n  {host}/v1/items/{sample}\n"
+            f"  {host}/v1/items/{sample}/similar?k=5\n"
+            "Ctrl-C stops the API and everything the demo started.\n"
+        )
+        GunicornServer(settings, bind, workers).run()

