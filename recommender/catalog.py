@@ -9,6 +9,7 @@ Keys (``P`` is the configured key prefix):
 * ``P:nums``          hash numeric id -> item id
 * ``P:version``       the index version the API should serve (an integer)
 * ``P:changes``       stream of ``{op: upsert|delete, id, num}``, tailed by API processes
+* ``P:ingest``        stream of ``{id}``: items waiting to be tagged and indexed by a worker
 """
 
 from __future__ import annotations
@@ -135,6 +136,10 @@ class Catalog:
     def changes_key(self) -> str:
         return f"{self.prefix}:changes"
 
+    @property
+    def ingest_key(self) -> str:
+        return f"{self.prefix}:ingest"
+
     # -- items -------------------------------------------------------------------------
     def put(self, item: Item) -> int:
         """Create or replace an item's metadata; returns its numeric id (stable across replaces)."""
@@ -192,6 +197,25 @@ class Catalog:
         if features is not None:
             pipe.set(self._features_key(item_id), np.asarray(features, dtype=np.float16).tobytes())
         pipe.execute()
+
+    def enqueue(self, item_id: str) -> str:
+        """Ask the indexer workers to tag and index an item (already stored with ``put``)."""
+        return self.r.xadd(self.ingest_key, {"id": item_id}).decode()
+
+    def delete(self, item_id: str) -> bool:
+        """Mark an item deleted and tell every API process to drop it; False if it did not exist."""
+        key = self._item_key(item_id)
+        num = self.r.hget(key, "num")
+        if num is None or self.r.hget(key, "status") == DELETED.encode():
+            return False
+        pipe = self.r.pipeline()
+        pipe.hset(key, mapping={"status": DELETED, "updated_at": time.time()})
+        pipe.hdel(key, "vector")
+        pipe.srem(self._items_key, item_id)
+        pipe.delete(self._features_key(item_id))
+        pipe.execute()
+        self.publish_change(DELETE, item_id, int(num))
+        return True
 
     def mark_failed(self, item_id: str, reason: str) -> None:
         self.r.hset(self._item_key(item_id), mapping={"status": FAILED, "reason": reason})
