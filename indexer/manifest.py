@@ -13,11 +13,10 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from recommender.catalog import Item, valid_item_id
+from recommender.catalog import Item, parse_timestamp, valid_item_id
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 COLUMNS = ("id", "title", "kind", "category", "image", "price", "starts_at", "ends_at", "tags")
@@ -134,7 +133,7 @@ def _timestamp(value: Any, where: str) -> str:
     if value in (None, ""):
         return ""
     try:
-        datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        parse_timestamp(str(value))
     except ValueError:
         raise ManifestError(f"{where}: {value!r} is not an ISO-8601 timestamp (e.g. 2026-12-01T09:00:00+01:00)") from None
     return str(value)

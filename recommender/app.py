@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from flask import Flask, current_app
 
+from recommender.auth import auth_enabled
 from recommender.catalog import Catalog, connect
-from recommender.errors import register_error_handlers
+from recommender.errors import ApiError, register_error_handlers
 from recommender.index import LiveIndex
 from recommender.settings import Settings
 from recommender.versions import VersionStore
@@ -23,23 +26,28 @@ class State:
     settings: Settings
     catalog: Catalog
     live: LiveIndex
+    #: Wall clock for sale windows and event decay; tests inject their own.
+    clock: Callable[[], float] = field(default=time.time)
 
 
-def create_app(settings: Settings | None = None) -> Flask:
+def create_app(settings: Settings | None = None, clock: Callable[[], float] = time.time) -> Flask:
     """Build the API. Settings default to the environment (see recommender.settings)."""
     settings = settings or Settings.from_env()
     app = Flask(__name__)
     app.json.sort_keys = False
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_image_bytes + 1024 * 1024
     catalog = Catalog(connect(settings.redis_url_or_default), settings.key_prefix)
     live = LiveIndex(catalog, VersionStore(settings.data_dir), settings.sync_interval)
-    app.extensions["vistas"] = State(settings, catalog, live)
+    app.extensions["vistas"] = State(settings, catalog, live, clock)
     register_error_handlers(app)
+    if not auth_enabled(settings):
+        log.warning("NO API KEYS CONFIGURED: development mode, every endpoint (writes included) is open. "
+                    "Set VISTAS_ADMIN_KEYS and VISTAS_CLIENT_KEYS in production.")
 
-    from recommender.api import health, items, topics
+    from recommender.api import health, items, topics, users
 
-    app.register_blueprint(health.bp)
-    app.register_blueprint(items.bp)
-    app.register_blueprint(topics.bp)
+    for blueprint in (health.bp, items.bp, topics.bp, users.bp):
+        app.register_blueprint(blueprint)
     try:
         live.sync(force=True)
     except Exception as exc:  # noqa: BLE001 - the API starts anyway; /readyz says why it is not ready
@@ -49,3 +57,12 @@ def create_app(settings: Settings | None = None) -> Flask:
 
 def state() -> State:
     return current_app.extensions["vistas"]
+
+
+def ready_index() -> LiveIndex:
+    """The live index, caught up with Redis; 503 when no version is loaded yet."""
+    live = state().live
+    live.sync()
+    if not live.ready:
+        raise ApiError(503, "index_not_ready", "no index version is loaded yet; ingest a catalog first")
+    return live

@@ -10,6 +10,8 @@ Keys (``P`` is the configured key prefix):
 * ``P:version``       the index version the API should serve (an integer)
 * ``P:changes``       stream of ``{op: upsert|delete, id, num}``, tailed by API processes
 * ``P:ingest``        stream of ``{id}``: items waiting to be tagged and indexed by a worker
+* ``P:user:<uid>:events`` list of JSON events ``{item, type, ts}``, newest first, capped
+* ``P:popularity``    sorted set item id -> summed event weight (cold-start recommendations)
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import re
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -32,6 +35,14 @@ CHANGES_MAXLEN = 1_000_000
 
 def valid_item_id(item_id: str) -> bool:
     return bool(ITEM_ID_RE.match(item_id))
+
+
+def parse_timestamp(value: str) -> float:
+    """ISO-8601 (``Z`` or an offset; naive means UTC) -> epoch seconds; ValueError if malformed."""
+    parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.timestamp()
 
 
 @dataclass
@@ -181,6 +192,17 @@ class Catalog:
         for start in range(0, len(ids), batch):
             yield from (item for item in self.get_many(ids[start:start + batch]) if item is not None)
 
+    FILTER_FIELDS = ("kind", "category", "starts_at", "ends_at", "status")
+
+    def filter_fields(self, item_ids: list[str]) -> list[dict[str, str]]:
+        """The fields that decide eligibility (see recommender.ranking), for many items at once."""
+        pipe = self.r.pipeline()
+        for item_id in item_ids:
+            pipe.hmget(self._item_key(item_id), self.FILTER_FIELDS)
+        return [
+            {k: (v or b"").decode() for k, v in zip(self.FILTER_FIELDS, values)} for values in pipe.execute()
+        ]
+
     def id_of_num(self, num: int) -> str | None:
         value = self.r.hget(self._nums_key, num)
         return value.decode() if value else None
@@ -213,9 +235,17 @@ class Catalog:
         pipe.hdel(key, "vector")
         pipe.srem(self._items_key, item_id)
         pipe.delete(self._features_key(item_id))
+        pipe.zrem(self._popularity_key, item_id)
         pipe.execute()
         self.publish_change(DELETE, item_id, int(num))
         return True
+
+    def existing(self, item_ids: list[str]) -> list[bool]:
+        """Whether each item exists and is not deleted."""
+        pipe = self.r.pipeline()
+        for item_id in item_ids:
+            pipe.hget(self._item_key(item_id), "status")
+        return [status not in (None, DELETED.encode()) for status in pipe.execute()]
 
     def mark_failed(self, item_id: str, reason: str) -> None:
         self.r.hset(self._item_key(item_id), mapping={"status": FAILED, "reason": reason})
@@ -223,6 +253,33 @@ class Catalog:
     def features(self, item_id: str) -> np.ndarray | None:
         raw = self.r.get(self._features_key(item_id))
         return np.frombuffer(raw, dtype=np.float16).astype(np.float32) if raw else None
+
+    # -- users -------------------------------------------------------------------------
+    def _events_key(self, user_id: str) -> str:
+        return f"{self.prefix}:user:{user_id}:events"
+
+    @property
+    def _popularity_key(self) -> str:
+        return f"{self.prefix}:popularity"
+
+    def add_events(self, user_id: str, events: list[dict[str, Any]], weights: list[float], cap: int) -> None:
+        """Append a user's events (capped to the newest ``cap``) and count them toward popularity."""
+        pipe = self.r.pipeline()
+        pipe.lpush(self._events_key(user_id), *(json.dumps(e) for e in events))
+        pipe.ltrim(self._events_key(user_id), 0, cap - 1)
+        for event, weight in zip(events, weights):
+            pipe.zincrby(self._popularity_key, weight, event["item"])
+        pipe.execute()
+
+    def user_events(self, user_id: str) -> list[dict[str, Any]]:
+        """The user's kept events, newest first."""
+        return [json.loads(e) for e in self.r.lrange(self._events_key(user_id), 0, -1)]
+
+    def forget_user(self, user_id: str) -> None:
+        self.r.delete(self._events_key(user_id))
+
+    def popular(self, n: int) -> list[tuple[str, float]]:
+        return [(m.decode(), s) for m, s in self.r.zrevrange(self._popularity_key, 0, n - 1, withscores=True)]
 
     # -- versions and changes ----------------------------------------------------------
     def current_version(self) -> int:

@@ -18,6 +18,7 @@ import faiss
 import numpy as np
 
 from recommender.catalog import DELETE, DELETED, Catalog
+from recommender.ranking import Eligibility, Filters, id_selector
 from recommender.versions import IDS, INDEX, VersionStore
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ class TopicIndex:
         self.dim = dim
         self.faiss = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         self.ids: dict[int, str] = {}
+        self.nums: dict[str, int] = {}
 
     def __len__(self) -> int:
         return self.faiss.ntotal
@@ -46,9 +48,12 @@ class TopicIndex:
         faiss.normalize_L2(vectors)
         self.faiss.add_with_ids(vectors, nums)
         self.ids.update(zip(nums.tolist(), ids))
+        self.nums.update(zip(ids, nums.tolist()))
 
     def remove(self, num: int) -> None:
-        if self.ids.pop(num, None) is not None:
+        item_id = self.ids.pop(num, None)
+        if item_id is not None:
+            self.nums.pop(item_id, None)
             self.faiss.remove_ids(np.array([num], dtype=np.int64))
 
     def vector(self, num: int) -> np.ndarray | None:
@@ -56,16 +61,22 @@ class TopicIndex:
             return None
         return self.faiss.reconstruct(num)
 
-    def search(self, query: np.ndarray, k: int, exclude: frozenset[int] = frozenset()) -> list[tuple[int, float]]:
-        """Top ``k`` (num, cosine) pairs, best first, skipping ``exclude``."""
-        want = min(len(self), k + len(exclude))
-        if want <= 0:
+    def vectors(self, nums: list[int]) -> np.ndarray:
+        return self.faiss.reconstruct_batch(np.asarray(nums, dtype=np.int64))
+
+    def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+        """Top ``k`` (num, cosine) pairs, best first, among nums where ``allowed`` is True."""
+        k = min(len(self), k)
+        if k <= 0:
             return []
         q = np.ascontiguousarray(query, dtype=np.float32).reshape(1, self.dim).copy()
         faiss.normalize_L2(q)
-        scores, nums = self.faiss.search(q, want)
-        hits = [(int(n), float(s)) for n, s in zip(nums[0], scores[0]) if n >= 0 and int(n) not in exclude]
-        return hits[:k]
+        if allowed is None:
+            scores, nums = self.faiss.search(q, k)
+        else:
+            selector, _bits = id_selector(allowed)
+            scores, nums = self.faiss.search(q, k, params=faiss.SearchParameters(sel=selector))
+        return [(int(n), float(s)) for n, s in zip(nums[0], scores[0]) if n >= 0]
 
     def save(self, directory: Path) -> None:
         faiss.write_index(self.faiss, str(directory / INDEX))
@@ -77,6 +88,7 @@ class TopicIndex:
         self = cls(index.d)
         self.faiss = index
         self.ids = {int(n): i for n, i in json.loads((directory / IDS).read_text())}
+        self.nums = {i: n for n, i in self.ids.items()}
         return self
 
 
@@ -95,6 +107,7 @@ class LiveIndex:
         self.version = 0
         self.index: TopicIndex | None = None
         self.topics: list[dict] = []
+        self.eligibility = Eligibility()
         self._last_change = "0-0"
         self._last_sync = 0.0
         self._lock = threading.Lock()
@@ -124,7 +137,14 @@ class LiveIndex:
         path = self.store.path(version)
         manifest = self.store.manifest(version)
         index = TopicIndex.load(path)
+        eligibility = Eligibility()
+        ids = list(index.ids.items())
+        for start in range(0, len(ids), 5000):
+            chunk = ids[start:start + 5000]
+            for (num, _), fields in zip(chunk, self.catalog.filter_fields([i for _, i in chunk])):
+                eligibility.set(num, fields)
         self.index, self.topics, self.version = index, self.store.topics(version), version
+        self.eligibility = eligibility
         self._last_change = manifest.get("changes_from", "0-0")
         log.info("loaded index version %d (%d items) in %.2fs", version, len(index), time.monotonic() - started)
 
@@ -139,7 +159,7 @@ class LiveIndex:
                 num = int(change["num"])
                 if change["op"] == DELETE:
                     upserts.pop(num, None)
-                    self.index.remove(num)
+                    self.remove(num)
                 else:
                     upserts[num] = change["id"]
                 self._last_change = stream_id
@@ -151,10 +171,22 @@ class LiveIndex:
         nums, ids, vectors = [], [], []
         for num, item in zip(upserts, items):
             if item is None or item.vector is None or item.status == DELETED:
-                self.index.remove(num)
+                self.remove(num)
             elif item.version == self.version:
                 nums.append(num)
                 ids.append(item.id)
                 vectors.append(item.vector)
+                self.eligibility.set(num, {f: str(getattr(item, f)) for f in self.catalog.FILTER_FIELDS})
         if nums:
             self.index.upsert(np.array(nums), ids, np.stack(vectors))
+
+    def remove(self, num: int) -> None:
+        """Drop an item from answers in this process now (DELETE does this before it returns)."""
+        if self.index is not None:
+            self.index.remove(num)
+        self.eligibility.drop(num)
+
+    def search(self, query: np.ndarray, k: int, filters: Filters) -> list[tuple[int, float]]:
+        """Top ``k`` eligible items for a query vector."""
+        assert self.index is not None
+        return self.index.search(query, k, allowed=self.eligibility.mask(filters))

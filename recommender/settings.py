@@ -43,6 +43,18 @@ class Settings:
     max_k: int = 100
     #: How often (seconds) an API process checks Redis for index changes.
     sync_interval: float = 0.5
+    #: Photos named by path in item writes must lie under this directory (None: paths refused).
+    image_root: Path | None = None
+    #: API keys for writes (items); any of them also works for reads. Empty: no auth (development).
+    admin_keys: tuple[str, ...] = ()
+    #: API keys for reads and user events. Empty and no admin keys: no auth.
+    client_keys: tuple[str, ...] = ()
+    #: A user event's weight halves every this many days.
+    half_life_days: float = 14.0
+    #: Events kept per user (older ones are dropped), so memory stays bounded.
+    user_history: int = 200
+    #: Items a user viewed this many times without buying are not recommended again.
+    seen_limit: int = 5
 
     @property
     def redis_url_or_default(self) -> str:
@@ -73,6 +85,11 @@ class Settings:
         return replace(self, **changes)
 
 
+def _key_list(raw: str) -> tuple[str, ...]:
+    """Comma-separated keys, blanks ignored."""
+    return tuple(key.strip() for key in raw.split(",") if key.strip())
+
+
 _ENV: dict[str, tuple[str, Any]] = {
     "redis_url": ("REDIS_URL", str),
     "data_dir": ("VISTAS_DATA_DIR", Path),
@@ -86,4 +103,10 @@ _ENV: dict[str, tuple[str, Any]] = {
     "max_image_bytes": ("VISTAS_MAX_IMAGE_BYTES", int),
     "max_k": ("VISTAS_MAX_K", int),
     "sync_interval": ("VISTAS_SYNC_INTERVAL", float),
+    "image_root": ("VISTAS_IMAGE_ROOT", Path),
+    "admin_keys": ("VISTAS_ADMIN_KEYS", _key_list),
+    "client_keys": ("VISTAS_CLIENT_KEYS", _key_list),
+    "half_life_days": ("VISTAS_HALF_LIFE_DAYS", float),
+    "user_history": ("VISTAS_USER_HISTORY", int),
+    "seen_limit": ("VISTAS_SEEN_LIMIT", int),
 }

@@ -1,19 +1,28 @@
-"""Items: read one, and the items most similar to it."""
+"""Items: write, delete, read one, and the items most similar to it."""
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+import io
+import json
+from pathlib import Path
 
-from recommender.api.params import int_arg, item_id_arg
-from recommender.app import state
-from recommender.catalog import DELETED, INDEXED, Item
+from flask import Blueprint, jsonify, request
+from PIL import Image, UnidentifiedImageError
+
+from recommender.api.params import filters_arg, float_arg, int_arg, item_id_arg
+from recommender.app import ready_index, state
+from recommender.auth import require
+from recommender.catalog import DELETED, INDEXED, UPSERT, Item
 from recommender.errors import ApiError
+from recommender.recommend import similar_items
+from recommender.validation import item_from_body
 
 bp = Blueprint("items", __name__, url_prefix="/v1/items")
 TOPICS_PER_ITEM = 5
+PHOTO_FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif"}
 
 
-def _get_item(item_id: str) -> Item:
+def get_indexed_item(item_id: str) -> Item:
     item = state().catalog.get(item_id_arg(item_id))
     if item is None or item.status == DELETED:
         raise ApiError(404, "item_not_found", f"no item with id {item_id!r}")
@@ -33,30 +42,88 @@ def item_topics(item: Item) -> list[dict]:
 
 
 @bp.get("/<item_id>")
+@require("client")
 def get_item(item_id: str):
-    item = _get_item(item_id)
+    item = get_indexed_item(item_id)
     return jsonify({**item.public(), "topics": item_topics(item), "version": item.version or None})
 
 
 @bp.get("/<item_id>/similar")
+@require("client")
 def similar(item_id: str):
     s = state()
     k = int_arg("k", 10, 1, s.settings.max_k)
-    item = _get_item(item_id)
-    s.live.sync()
-    if not s.live.ready:
-        raise ApiError(503, "index_not_ready", "no index version is loaded yet; ingest a catalog first")
-    assert s.live.index is not None
+    diversity = float_arg("diversity", 0.0, 0.0, 1.0)
+    item = get_indexed_item(item_id)
+    live = ready_index()
+    filters = filters_arg(live, s.clock())
     if item.status != INDEXED:
         raise ApiError(409, "item_not_indexed", f"item {item_id!r} is {item.status}: {item.reason or 'not indexed yet'}")
-    query = item.vector if item.version == s.live.version else s.live.index.vector(item.num)
+    query = item.vector if item.version == live.version else live.index.vector(item.num)
     if query is None:
-        raise ApiError(409, "item_not_indexed", f"item {item_id!r} is not in index version {s.live.version} yet")
-    hits = s.live.index.search(query, k, exclude=frozenset({item.num}))
-    found = s.catalog.get_many(s.live.index.ids[num] for num, _ in hits)
-    results = [
-        {"id": it.id, "score": round(score, 4), "title": it.title, "kind": it.kind, "category": it.category,
-         "price": it.price, "url": it.url}
-        for (_, score), it in zip(hits, found) if it is not None and it.status != DELETED
-    ]
-    return jsonify({"items": results, "version": s.live.version})
+        raise ApiError(409, "item_not_indexed", f"item {item_id!r} is not in index version {live.version} yet")
+    results = similar_items(s.catalog, live, item, query, k, filters, diversity)
+    return jsonify({"items": results, "version": live.version})
+
+
+@bp.put("/<item_id>")
+@require("admin")
+def put_item(item_id: str):
+    """Create or replace an item; a worker tags and indexes it (202: accepted, not yet searchable)."""
+    s = state()
+    item_id_arg(item_id)
+    if request.mimetype == "multipart/form-data":
+        upload = request.files.get("photo")
+        if upload is None:
+            raise ApiError(422, "invalid_item", "multipart writes need a 'photo' file part")
+        try:
+            body = json.loads(request.form.get("metadata") or "{}")
+        except json.JSONDecodeError:
+            raise ApiError(400, "bad_json", "the 'metadata' part must be a JSON object") from None
+        item = item_from_body(item_id, body, None, photo_saved=_save_photo(item_id, upload.read()))
+    else:
+        body = request.get_json(silent=True)
+        if body is None:
+            raise ApiError(400, "bad_json", "send a JSON object (Content-Type: application/json) or multipart")
+        item = item_from_body(item_id, body, s.settings.image_root)
+    num = s.catalog.put(item)
+    s.catalog.publish_change(UPSERT, item.id, num)
+    s.catalog.enqueue(item.id)
+    response = jsonify({"id": item.id, "status": item.status})
+    response.headers["Location"] = f"/v1/items/{item.id}"
+    return response, 202
+
+
+def _save_photo(item_id: str, data: bytes) -> Path:
+    """Check an uploaded photo's header (format, size) and keep it under the data directory."""
+    settings = state().settings
+    if len(data) > settings.max_image_bytes:
+        raise ApiError(413, "photo_too_large", f"photos are limited to {settings.max_image_bytes} bytes")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            fmt, (width, height) = im.format, im.size
+    except (UnidentifiedImageError, OSError):
+        raise ApiError(422, "invalid_photo", "the photo is not an image Pillow can read") from None
+    if fmt not in PHOTO_FORMATS:
+        raise ApiError(422, "invalid_photo", f"photo format {fmt} is not accepted; use JPEG, PNG or WebP")
+    if width * height > settings.max_image_pixels:
+        raise ApiError(422, "invalid_photo", f"photo has {width * height} pixels, over {settings.max_image_pixels}")
+    folder = settings.data_dir / "uploads"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = (folder / f"{item_id}{PHOTO_FORMATS[fmt]}").resolve()
+    tmp = path.with_suffix(path.suffix + ".part")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return path
+
+
+@bp.delete("/<item_id>")
+@require("admin")
+def delete_item(item_id: str):
+    """Remove an item from every answer at once."""
+    s = state()
+    item = s.catalog.get(item_id_arg(item_id))
+    if item is None or not s.catalog.delete(item_id):
+        raise ApiError(404, "item_not_found", f"no item with id {item_id!r}")
+    s.live.remove(item.num)
+    return "", 204

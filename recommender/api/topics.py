@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
-from recommender.app import state
-from recommender.errors import ApiError
+from recommender.app import ready_index
+from recommender.auth import require
 
 bp = Blueprint("topics", __name__, url_prefix="/v1/topics")
 
 
 @bp.get("")
+@require("client")
 def list_topics():
-    live = state().live
-    live.sync()
-    if not live.ready:
-        raise ApiError(503, "index_not_ready", "no index version is loaded yet; ingest a catalog first")
+    live = ready_index()
     return jsonify({"topics": live.topics, "version": live.version})
