@@ -13,6 +13,7 @@ from recommender.auth import auth_enabled
 from recommender.catalog import Catalog, connect
 from recommender.errors import ApiError, register_error_handlers
 from recommender.index import LiveIndex
+from recommender.metrics import init_metrics
 from recommender.settings import Settings
 from recommender.versions import VersionStore
 
@@ -44,10 +45,11 @@ def create_app(settings: Settings | None = None, clock: Callable[[], float] = ti
         log.warning("NO API KEYS CONFIGURED: development mode, every endpoint (writes included) is open. "
                     "Set VISTAS_ADMIN_KEYS and VISTAS_CLIENT_KEYS in production.")
 
-    from recommender.api import health, items, topics, users
+    from recommender.api import docs, health, items, topics, users
 
-    for blueprint in (health.bp, items.bp, topics.bp, users.bp):
+    for blueprint in (health.bp, items.bp, topics.bp, users.bp, docs.bp):
         app.register_blueprint(blueprint)
+    init_metrics(app)
     try:
         live.sync(force=True)
     except Exception as exc:  # noqa: BLE001 - the API starts anyway; /readyz says why it is not ready

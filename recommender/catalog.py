@@ -224,6 +224,9 @@ class Catalog:
         """Ask the indexer workers to tag and index an item (already stored with ``put``)."""
         return self.r.xadd(self.ingest_key, {"id": item_id}).decode()
 
+    def queue_length(self) -> int:
+        return int(self.r.xlen(self.ingest_key))
+
     def delete(self, item_id: str) -> bool:
         """Mark an item deleted and tell every API process to drop it; False if it did not exist."""
         key = self._item_key(item_id)

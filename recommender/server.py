@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -15,7 +17,12 @@ class GunicornServer(BaseApplication):
     def __init__(self, settings: Settings, bind: str, workers: int, **options: Any):
         self.settings = settings
         self.options = {"bind": bind, "workers": workers, "timeout": 60, "graceful_timeout": 10,
-                        "accesslog": "-", **options}
+                        "accesslog": "-", "child_exit": _child_exit, **options}
+        # Metrics from all workers are merged through files in this directory, fresh for each server.
+        metrics_dir = settings.data_dir.resolve() / f"metrics-{os.getpid()}"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         super().__init__()
 
     def load_config(self) -> None:
@@ -27,3 +34,9 @@ class GunicornServer(BaseApplication):
         from recommender.app import create_app
 
         return create_app(self.settings)
+
+
+def _child_exit(server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

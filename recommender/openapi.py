@@ -1,0 +1,158 @@
+"""The OpenAPI 3 description of every endpoint, served at /openapi.json.
+
+Written out by hand, next to nothing else: the schemas here are what the
+schemathesis test in tests/test_openapi.py holds the real answers to.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+ID = {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"}
+NULLABLE_STR = {"type": ["string", "null"]}
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict, description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str) -> dict:
+    return _json(_ref("Error"), description)
+
+
+def _param(name: str, where: str, schema: dict, description: str, required: bool = False) -> dict:
+    return {"name": name, "in": where, "required": required or where == "path", "schema": schema,
+            "description": description}
+
+
+ITEM_ID = _param("item_id", "path", ID, "Item id")
+USER_ID = _param("user_id", "path", ID, "User id")
+K = _param("k", "query", {"type": "integer", "minimum": 1, "maximum": 100, "default": 10}, "Results wanted")
+FILTERS = [
+    _param("kind", "query", {"type": "string"}, "Only items of this kind"),
+    _param("category", "query", {"type": "string"}, "Only items of this category"),
+    _param("active_at", "query", {"type": "string"},
+           "ISO-8601 instant whose sale window must contain it; 'now' (default) or 'any'"),
+    _param("exclude", "query", {"type": "string"}, "Comma-separated item ids to leave out"),
+]
+DIVERSITY = _param("diversity", "query", {"type": "number", "minimum": 0, "maximum": 1, "default": 0},
+                   "0 = pure similarity; towards 1 = more varied results (MMR over topics)")
+COMMON_ERRORS = {"400": _error("Bad parameter"), "401": _error("Missing or invalid API key"),
+                 "503": _error("Redis unreachable or no index loaded")}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+        "type": "object", "required": ["code", "message"],
+        "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
+    "TopicWeight": {"type": "object", "required": ["id", "name", "weight"], "properties": {
+        "id": {"type": "integer"}, "name": {"type": "string"}, "weight": {"type": "number"}}},
+    "Topic": {"type": "object", "required": ["id", "name", "top_tags"], "properties": {
+        "id": {"type": "integer"}, "name": {"type": "string"},
+        "top_tags": {"type": "array", "items": {"type": "object", "properties": {
+            "tag": {"type": "string"}, "weight": {"type": "number"}}}}}},
+    "Item": {"type": "object", "required": ["id", "title", "kind", "category", "status", "tags", "topics"],
+             "properties": {
+                 "id": {"type": "string"}, "title": {"type": "string"}, "kind": {"type": "string"},
+                 "category": {"type": "string"}, "url": {"type": "string"},
+                 "price": {"type": ["number", "null"]}, "starts_at": NULLABLE_STR, "ends_at": NULLABLE_STR,
+                 "attrs": {"type": "object"},
+                 "status": {"type": "string", "enum": ["queued", "indexed", "failed", "deleted"]},
+                 "reason": NULLABLE_STR, "version": {"type": ["integer", "null"]},
+                 "tags": {"type": "array", "items": {"type": "object", "properties": {
+                     "tag": {"type": "string"}, "score": {"type": "number"}}}},
+                 "topics": {"type": "array", "items": _ref("TopicWeight")}}},
+    "Result": {"type": "object", "required": ["id", "score", "title", "reasons"], "properties": {
+        "id": {"type": "string"}, "score": {"type": "number"}, "title": {"type": "string"},
+        "kind": {"type": "string"}, "category": {"type": "string"}, "price": {"type": ["number", "null"]},
+        "url": NULLABLE_STR, "starts_at": NULLABLE_STR, "ends_at": NULLABLE_STR,
+        "reasons": {"type": "object", "properties": {
+            "topics": {"type": "array", "items": _ref("TopicWeight")},
+            "tags": {"type": "array", "items": {"type": "string"}},
+            "because_of": {"type": "array", "items": {"type": "string"}},
+            "popular": {"type": "boolean"}}}}},
+    "Results": {"type": "object", "required": ["items", "version"], "properties": {
+        "items": {"type": "array", "items": _ref("Result")}, "version": {"type": "integer"}}},
+    "ItemWrite": {"type": "object", "additionalProperties": False,
+                  "anyOf": [{"required": ["image"]}, {"required": ["tags"]}], "properties": {
+        "title": {"type": "string", "maxLength": 500}, "kind": {"type": "string", "maxLength": 64},
+        "category": {"type": "string", "maxLength": 128}, "url": {"type": "string", "maxLength": 2048},
+        "price": {"type": "number", "minimum": 0}, "starts_at": {"type": "string", "format": "date-time"},
+        "ends_at": {"type": "string", "format": "date-time"}, "attrs": {"type": "object"},
+        "tags": {"type": "array", "minItems": 1, "maxItems": 50, "items": {"type": "string", "minLength": 1, "maxLength": 100}},
+        "image": {"type": "string", "description": "Path under the server's image root"}}},
+    "Event": {"type": "object", "required": ["item_id", "type"], "additionalProperties": False, "properties": {
+        "item_id": ID, "type": {"type": "string", "enum": ["view", "click", "add_to_cart", "purchase"]},
+        "ts": {"description": "ISO-8601 or epoch seconds; default now",
+               "oneOf": [{"type": "string", "format": "date-time"}, {"type": "number"}]}}},
+}
+
+
+def spec() -> dict[str, Any]:
+    results = {"200": _json(_ref("Results"), "Results, best first"), **COMMON_ERRORS}
+    item_404 = {"404": _error("Unknown item")}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Vistas recommender API", "version": "1",
+                 "description": "Content-based image recommendations: similar items, user recommendations, topics."},
+        "components": {"schemas": SCHEMAS, "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer"},
+            "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}},
+        "security": [{"bearer": []}, {"apiKey": []}, {}],
+        "paths": {
+            "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {
+                "200": _json({"type": "object"}, "Process is up")}}},
+            "/readyz": {"get": {"summary": "Readiness: Redis reachable and an index loaded", "security": [],
+                                "responses": {"200": _json({"type": "object"}, "Ready"),
+                                              "503": _json({"type": "object"}, "Not ready, with the failing checks")}}},
+            "/v1/items/{item_id}": {
+                "get": {"summary": "One item: metadata, status, tags, named topics", "parameters": [ITEM_ID],
+                        "responses": {"200": _json(_ref("Item"), "The item"), **COMMON_ERRORS, **item_404}},
+                "put": {"summary": "Create or replace an item (admin); indexed asynchronously",
+                        "parameters": [ITEM_ID],
+                        "requestBody": {"required": True, "content": {
+                            "application/json": {"schema": _ref("ItemWrite")},
+                            "multipart/form-data": {"schema": {"type": "object", "required": ["photo"], "properties": {
+                                "photo": {"type": "string", "format": "binary"},
+                                "metadata": {"type": "string", "description": "ItemWrite as JSON"}}}}}},
+                        "responses": {"202": _json({"type": "object", "required": ["id", "status"], "properties": {
+                            "id": {"type": "string"}, "status": {"type": "string"}}}, "Queued for indexing"),
+                            "403": _error("Needs an admin key"), "413": _error("Body or photo too large"),
+                            "422": _error("Invalid item"), **COMMON_ERRORS}},
+                "delete": {"summary": "Delete an item (admin); gone from every answer at once",
+                           "parameters": [ITEM_ID],
+                           "responses": {"204": {"description": "Deleted"}, "403": _error("Needs an admin key"),
+                                         **COMMON_ERRORS, **item_404}},
+            },
+            "/v1/items/{item_id}/similar": {"get": {
+                "summary": "Items most similar to this one, with reasons", "parameters": [ITEM_ID, K, *FILTERS, DIVERSITY],
+                "responses": {**results, **item_404, "409": _error("Item not indexed yet (queued or failed)")}}},
+            "/v1/topics": {"get": {"summary": "Topics of the served version", "responses": {
+                "200": _json({"type": "object", "required": ["topics", "version"], "properties": {
+                    "topics": {"type": "array", "items": _ref("Topic")}, "version": {"type": "integer"}}}, "Topics"),
+                **COMMON_ERRORS}}},
+            "/v1/users/{user_id}/events": {"post": {
+                "summary": "Record one event or a list of up to 500", "parameters": [USER_ID],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "oneOf": [_ref("Event"), {"type": "array", "minItems": 1, "maxItems": 500, "items": _ref("Event")}]}}}},
+                "responses": {"202": _json({"type": "object", "properties": {"accepted": {"type": "integer"}}},
+                                           "Stored"),
+                              "404": _error("Unknown item"), "422": _error("Invalid events; nothing stored"),
+                              **COMMON_ERRORS}}},
+            "/v1/users/{user_id}/recommendations": {"get": {
+                "summary": "Recommendations from the user's affinity profile, blended with popularity",
+                "parameters": [USER_ID, K, *FILTERS], "responses": results}},
+            "/v1/users/{user_id}/profile": {"get": {
+                "summary": "The user's topic mixture and recent events", "parameters": [USER_ID],
+                "responses": {"200": _json({"type": "object", "required": ["user_id", "topics", "events"]},
+                                           "Profile"), **COMMON_ERRORS}}},
+            "/v1/users/{user_id}": {"delete": {
+                "summary": "Forget the user (privacy request)", "parameters": [USER_ID],
+                "responses": {"204": {"description": "Forgotten"}, **COMMON_ERRORS}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "security": [], "responses": {
+                "200": {"description": "Text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+        },
+    }
