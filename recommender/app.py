@@ -45,9 +45,9 @@ def create_app(settings: Settings | None = None, clock: Callable[[], float] = ti
         log.warning("NO API KEYS CONFIGURED: development mode, every endpoint (writes included) is open. "
                     "Set VISTAS_ADMIN_KEYS and VISTAS_CLIENT_KEYS in production.")
 
-    from recommender.api import docs, health, items, topics, users
+    from recommender.api import docs, health, items, search, topics, users
 
-    for blueprint in (health.bp, items.bp, topics.bp, users.bp, docs.bp):
+    for blueprint in (health.bp, items.bp, topics.bp, users.bp, search.bp, docs.bp):
         app.register_blueprint(blueprint)
     init_metrics(app)
     try:

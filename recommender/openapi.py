@@ -152,6 +152,12 @@ def spec() -> dict[str, Any]:
             "/v1/users/{user_id}": {"delete": {
                 "summary": "Forget the user (privacy request)", "parameters": [USER_ID],
                 "responses": {"204": {"description": "Forgotten"}, **COMMON_ERRORS}}},
+            "/v1/search": {"post": {
+                "summary": "Items most similar to an uploaded photo", "parameters": [K, *FILTERS, DIVERSITY],
+                "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+                    "type": "object", "required": ["photo"],
+                    "properties": {"photo": {"type": "string", "format": "binary"}}}}}},
+                "responses": {**results, "413": _error("Photo too large"), "422": _error("Not a readable photo")}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "security": [], "responses": {
                 "200": {"description": "Text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
         },

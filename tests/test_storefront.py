@@ -280,3 +280,20 @@ def test_keys_gate_writes_and_reads(indexed: Settings, clock: Clock) -> None:
     assert client.delete("/v1/items/x", headers=CLIENT).status_code == 403
     assert client.delete("/v1/items/no-such", headers=ADMIN).status_code == 404
     assert client.get("/healthz").status_code == 200  # probes stay open
+
+
+# -- query by photo ----------------------------------------------------------------------
+def test_search_by_photo_finds_the_same_place(client: FlaskClient) -> None:
+    import io
+
+    photo = (DEMO / "images" / "gcompris" / "landmark-tajmahal_2.jpg").read_bytes()
+    response = client.post("/v1/search?k=5", data={"photo": (io.BytesIO(photo), "q.jpg")},
+                           content_type="multipart/form-data")
+    assert response.status_code == 200, response.get_data(as_text=True)
+    body = response.get_json()
+    assert body["items"][0]["id"] == "landmark-tajmahal_2"  # the very same photo ranks first
+    assert "landmark-tajmahal" in [r["id"] for r in body["items"]] and len(body["tags"]) == 5
+    bad = client.post("/v1/search", data={"photo": (io.BytesIO(b"junk"), "q.jpg")},
+                      content_type="multipart/form-data")
+    assert bad.status_code == 422 and bad.get_json()["error"]["code"] == "invalid_photo"
+    assert client.post("/v1/search").status_code == 400
