@@ -96,7 +96,7 @@ def recommend_for_user(
         for num, sim in live.search(fallback, want + len(scores), filters):
             scores.setdefault(num, alpha * sim)
     hits = [Hit(n, s) for n, s in sorted(scores.items(), key=lambda kv: -kv[1])[:want]]
-    return hydrate(catalog, live, hits, k, lambda item, vector: _reasons(live, profile, item.id, vector))
+    return hydrate(live, hits, k, lambda item, vector: _reasons(live, profile, item.id, vector))
 
 
 def _similarity(live: LiveIndex, profile: Profile, num: int) -> float:

@@ -17,11 +17,13 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from recommender.catalog import DELETE, DELETED, Catalog
+from recommender.catalog import DELETE, DELETED, Catalog, Item
 from recommender.ranking import Eligibility, Filters, id_selector
 from recommender.versions import IDS, INDEX, VersionStore
 
 log = logging.getLogger(__name__)
+#: Item summaries cached per API process; past this many the cache starts over.
+SUMMARY_CACHE_SIZE = 200_000
 
 
 class TopicIndex:
@@ -95,9 +97,11 @@ class TopicIndex:
 class LiveIndex:
     """The version an API process serves, kept current from Redis.
 
-    ``sync`` is cheap and rate-limited: it follows the ``current`` version
-    pointer and applies the changes stream (upserts, deletes) written since the
-    snapshot, so items indexed after the version was built are served too.
+    ``sync`` runs before each query and costs one round trip when nothing
+    changed: it follows the ``current`` version pointer and applies the changes
+    stream (upserts, deletes) written since the snapshot, so items indexed after
+    the version was built are served too, a delete made through any process is
+    seen by every process, and the cached item summaries are never stale.
     """
 
     def __init__(self, catalog: Catalog, store: VersionStore, sync_interval: float):
@@ -108,6 +112,7 @@ class LiveIndex:
         self.index: TopicIndex | None = None
         self.topics: list[dict] = []
         self.eligibility = Eligibility()
+        self._summaries: dict[str, Item] = {}
         self._last_change = "0-0"
         self._last_sync = 0.0
         self._lock = threading.Lock()
@@ -117,17 +122,18 @@ class LiveIndex:
         return self.index is not None
 
     def sync(self, force: bool = False) -> None:
-        """Catch up with Redis; at most once per ``sync_interval`` unless forced."""
+        """Catch up with Redis (one round trip when nothing changed); rate-limited by ``sync_interval``."""
         now = time.monotonic()
         if not force and now - self._last_sync < self.sync_interval:
             return
         with self._lock:
             self._last_sync = now
-            current = self.catalog.current_version()
+            current, changes = self.catalog.poll(self._last_change)
             if current and current != self.version:
                 self._load(current)
+                changes = self.catalog.changes_after(self._last_change)
             if self.index is not None:
-                self._apply_changes()
+                self._apply_changes(changes)
 
     def _load(self, version: int) -> None:
         if not self.store.exists(version):
@@ -145,18 +151,17 @@ class LiveIndex:
                 eligibility.set(num, fields)
         self.index, self.topics, self.version = index, self.store.topics(version), version
         self.eligibility = eligibility
+        self._summaries = {}
         self._last_change = manifest.get("changes_from", "0-0")
         log.info("loaded index version %d (%d items) in %.2fs", version, len(index), time.monotonic() - started)
 
-    def _apply_changes(self) -> None:
+    def _apply_changes(self, changes: list[tuple[str, dict[str, str]]]) -> None:
         assert self.index is not None
-        while True:
-            changes = self.catalog.changes_after(self._last_change)
-            if not changes:
-                return
+        while changes:
             upserts = {}
             for stream_id, change in changes:
                 num = int(change["num"])
+                self._summaries.pop(change["id"], None)
                 if change["op"] == DELETE:
                     upserts.pop(num, None)
                     self.remove(num)
@@ -164,6 +169,7 @@ class LiveIndex:
                     upserts[num] = change["id"]
                 self._last_change = stream_id
             self._apply_upserts(upserts)
+            changes = self.catalog.changes_after(self._last_change)
 
     def _apply_upserts(self, upserts: dict[int, str]) -> None:
         assert self.index is not None
@@ -185,6 +191,17 @@ class LiveIndex:
         if self.index is not None:
             self.index.remove(num)
         self.eligibility.drop(num)
+
+    def summaries(self, item_ids: list[str]) -> list[Item | None]:
+        """Result-list fields of items, from this process's cache (kept exact by the changes stream)."""
+        missing = [i for i in item_ids if i not in self._summaries]
+        if missing:
+            if len(self._summaries) + len(missing) > SUMMARY_CACHE_SIZE:
+                self._summaries.clear()
+            for item_id, item in zip(missing, self.catalog.summaries(missing)):
+                if item is not None:
+                    self._summaries[item_id] = item
+        return [self._summaries.get(i) for i in item_ids]
 
     def search(self, query: np.ndarray, k: int, filters: Filters) -> list[tuple[int, float]]:
         """Top ``k`` eligible items for a query vector."""

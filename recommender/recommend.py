@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recommender.catalog import DELETED, Catalog, Item
+from recommender.catalog import DELETED, Item
 from recommender.index import LiveIndex
 from recommender.ranking import Filters, maximal_marginal_relevance, shared_tags, shared_topics
 
@@ -42,10 +42,10 @@ def ranked(live: LiveIndex, query: np.ndarray, k: int, filters: Filters, diversi
 Reasons = Callable[[Item, np.ndarray | None], dict]
 
 
-def hydrate(catalog: Catalog, live: LiveIndex, hits: Sequence[Hit], k: int, reasons: Reasons) -> list[dict]:
+def hydrate(live: LiveIndex, hits: Sequence[Hit], k: int, reasons: Reasons) -> list[dict]:
     """Items for the hits (skipping ones deleted meanwhile), with score and reasons, at most ``k``."""
     assert live.index is not None
-    items = catalog.get_many(live.index.ids[h.num] for h in hits)
+    items = live.summaries([live.index.ids[h.num] for h in hits])
     out = []
     for hit, item in zip(hits, items):
         if item is None or item.status == DELETED:
@@ -64,7 +64,7 @@ def summary(item: Item) -> dict:
 
 
 def similar_items(
-    catalog: Catalog, live: LiveIndex, item: Item, query: np.ndarray, k: int, filters: Filters, diversity: float
+    live: LiveIndex, item: Item, query: np.ndarray, k: int, filters: Filters, diversity: float
 ) -> list[dict]:
     """Items most like ``item`` (never itself) under ``filters``."""
     filters = Filters(filters.kind, filters.category, filters.active_at, filters.exclude | {item.num})
@@ -73,4 +73,4 @@ def similar_items(
         return {"topics": shared_topics(query, vector, live.topics) if vector is not None else [],
                 "tags": shared_tags(other.tags, item.tags)}
 
-    return hydrate(catalog, live, ranked(live, query, k, filters, diversity), k, reasons)
+    return hydrate(live, ranked(live, query, k, filters, diversity), k, reasons)

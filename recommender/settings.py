@@ -41,8 +41,8 @@ class Settings:
     max_image_bytes: int = 25 * 1024 * 1024
     #: Largest k a client may ask for.
     max_k: int = 100
-    #: How often (seconds) an API process checks Redis for index changes.
-    sync_interval: float = 0.5
+    #: Least seconds between an API process's checks for index changes (0: before every query).
+    sync_interval: float = 0.0
     #: Photos named by path in item writes must lie under this directory (None: paths refused).
     image_root: Path | None = None
     #: API keys for writes (items); any of them also works for reads. Empty: no auth (development).

@@ -12,7 +12,7 @@ from PIL import Image, UnidentifiedImageError
 from recommender.api.params import filters_arg, float_arg, int_arg, item_id_arg
 from recommender.app import ready_index, state
 from recommender.auth import require
-from recommender.catalog import DELETED, INDEXED, UPSERT, Item
+from recommender.catalog import DELETED, UPSERT, Item
 from recommender.errors import ApiError
 from recommender.recommend import similar_items
 from recommender.validation import item_from_body
@@ -54,15 +54,16 @@ def similar(item_id: str):
     s = state()
     k = int_arg("k", 10, 1, s.settings.max_k)
     diversity = float_arg("diversity", 0.0, 0.0, 1.0)
-    item = get_indexed_item(item_id)
     live = ready_index()
     filters = filters_arg(live, s.clock())
-    if item.status != INDEXED:
-        raise ApiError(409, "item_not_indexed", f"item {item_id!r} is {item.status}: {item.reason or 'not indexed yet'}")
-    query = item.vector if item.version == live.version else live.index.vector(item.num)
-    if query is None:
-        raise ApiError(409, "item_not_indexed", f"item {item_id!r} is not in index version {live.version} yet")
-    results = similar_items(s.catalog, live, item, query, k, filters, diversity)
+    num = live.index.nums.get(item_id_arg(item_id))
+    item = live.summaries([item_id])[0] if num is not None else None
+    if item is None or num is None:  # not served: say why (unknown, deleted, queued, failed)
+        item = get_indexed_item(item_id)
+        reason = item.reason or f"not in index version {live.version} yet"
+        raise ApiError(409, "item_not_indexed", f"item {item_id!r} is {item.status}: {reason}")
+    item.num = num
+    results = similar_items(live, item, live.index.vector(num), k, filters, diversity)
     return jsonify({"items": results, "version": live.version})
 
 

@@ -63,6 +63,6 @@ def search_by_photo():
         return {"topics": shared_topics(query, vector, live.topics) if vector is not None else [],
                 "tags": shared_tags(item.tags, tagging.labels)}
 
-    results = hydrate(s.catalog, live, ranked(live, query, k, filters, diversity), k, reasons)
+    results = hydrate(live, ranked(live, query, k, filters, diversity), k, reasons)
     return jsonify({"items": results, "version": live.version,
                     "tags": [{"tag": t, "score": p} for t, p in tagging.labels]})

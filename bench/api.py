@@ -1,0 +1,163 @@
+"""API throughput and latency under gunicorn, as a ratio to a trivial endpoint of the same app.
+
+Builds a synthetic catalog of 100,000 items (random 30-D topic vectors, a
+quarter of them flash sales with windows) in a redis-server of its own,
+serves it with `vistas serve`, and loads each endpoint from a separate
+process with a fixed number of concurrent clients and a fixed number of
+requests. Prints throughput and p50/p99 latency for `similar`,
+`recommendations`, `events` and `/healthz` (the baseline), and each
+endpoint's throughput as a ratio to the baseline's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+
+from indexer.embedded_redis import EmbeddedRedis
+from recommender.catalog import INDEXED, Catalog, Item, connect
+from recommender.index import TopicIndex
+from recommender.versions import TOPICS, VersionStore
+
+PORT = 8765
+PREFIX = "bench"
+
+
+def build_catalog(catalog: Catalog, data_dir: Path, n: int, dim: int = 30) -> None:
+    rng = np.random.default_rng(0)
+    vectors = rng.gamma(0.3, size=(n, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    pipe = catalog.r.pipeline(transaction=False)
+    for i in range(n):
+        item = Item(id=f"item-{i}", title=f"Item {i}", kind="sale" if i % 4 == 0 else "product",
+                    category=f"cat-{i % 50}", status=INDEXED, vector=vectors[i], version=1)
+        if i % 4 == 0:
+            item.starts_at, item.ends_at = "2020-01-01T00:00:00Z", "2100-01-01T00:00:00Z"
+        pipe.hset(f"{PREFIX}:item:{item.id}", mapping={**item.to_hash(), "num": i + 1})
+        pipe.sadd(f"{PREFIX}:items", item.id)
+        if i % 5000 == 4999:
+            pipe.execute()
+    pipe.execute()
+    index = TopicIndex(dim)
+    index.upsert(np.arange(1, n + 1), [f"item-{i}" for i in range(n)], vectors)
+    store = VersionStore(data_dir)
+    with store.create(1, {"items": n, "changes_from": "0-0"}) as directory:
+        index.save(directory)
+        (directory / TOPICS).write_text(json.dumps([{"id": t, "name": f"topic {t}", "top_tags": []}
+                                                     for t in range(dim)]))
+    catalog.set_current_version(1)
+
+
+def _one(args: tuple[str, str, bytes | None]) -> float:
+    method, path, body = args
+    started = time.perf_counter()
+    conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=30)
+    conn.request(method, path, body=body, headers={"Content-Type": "application/json"} if body else {})
+    response = conn.getresponse()
+    response.read()
+    conn.close()
+    if response.status >= 300:
+        raise RuntimeError(f"{method} {path}: {response.status}")
+    return time.perf_counter() - started
+
+
+def load(requests: list[tuple[str, str, bytes | None]], concurrency: int) -> tuple[float, list[float]]:
+    """Run the requests with ``concurrency`` clients; (throughput, latencies)."""
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        latencies = list(pool.map(_one, requests))
+    return len(requests) / (time.perf_counter() - started), latencies
+
+
+def workload(name: str, n_items: int, count: int) -> list[tuple[str, str, bytes | None]]:
+    rng = random.Random(1)
+    if name == "healthz":
+        return [("GET", "/healthz", None)] * count
+    if name == "similar":
+        return [("GET", f"/v1/items/item-{rng.randrange(n_items)}/similar?k=10", None) for _ in range(count)]
+    if name == "recommendations":
+        return [("GET", f"/v1/users/user-{rng.randrange(1000)}/recommendations?k=10", None) for _ in range(count)]
+    return [("POST", f"/v1/users/user-{rng.randrange(1000)}/events",
+             json.dumps({"item_id": f"item-{rng.randrange(n_items)}", "type": "view"}).encode())
+            for _ in range(count)]
+
+
+def run_in_process(args: tuple[str, int, int, int]) -> tuple[float, list[float]]:
+    name, n_items, count, concurrency = args
+    return load(workload(name, n_items, count), concurrency)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--requests", type=int, default=2000, help="requests per endpoint per round")
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp) / "redis", persist=False) as redis_server:
+        catalog = Catalog(connect(redis_server.url), PREFIX)
+        started = time.perf_counter()
+        build_catalog(catalog, Path(tmp) / "data", args.items)
+        print(f"synthetic catalog: {args.items} items in {time.perf_counter() - started:.1f}s")
+        env = {**os.environ, "REDIS_URL": redis_server.url, "VISTAS_DATA_DIR": str(Path(tmp) / "data"),
+               "VISTAS_KEY_PREFIX": PREFIX}
+        server = subprocess.Popen(
+            [sys.executable, "-m", "indexer.cli", "serve", "--bind", f"127.0.0.1:{PORT}", "--workers",
+             str(args.workers)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            _wait_ready()
+            endpoints = ["healthz", "similar", "recommendations", "events"]
+            results: dict[str, list[tuple[float, list[float]]]] = {e: [] for e in endpoints}
+            with Pool(1) as pool:  # the load generator is another process
+                pool.map(run_in_process, [("similar", args.items, 200, args.concurrency)])  # warm-up
+                for _ in range(args.rounds):
+                    for name in endpoints:
+                        results[name].append(pool.apply(run_in_process,
+                                                        ((name, args.items, args.requests, args.concurrency),)))
+        finally:
+            server.terminate()
+            server.wait(20)
+
+    print(f"{args.requests} requests x {args.rounds} rounds per endpoint, {args.concurrency} concurrent clients, "
+          f"{args.workers} gunicorn workers")
+    base = statistics.median(t for t, _ in results["healthz"])
+    print(f"{'endpoint':16s} {'req/s':>8s} {'p50 ms':>8s} {'p99 ms':>8s} {'ratio':>6s}")
+    for name, runs in results.items():
+        throughput = statistics.median(t for t, _ in runs)
+        latencies = sorted(x for _, lat in runs for x in lat)
+        p50 = latencies[len(latencies) // 2] * 1000
+        p99 = latencies[int(len(latencies) * 0.99)] * 1000
+        print(f"{name:16s} {throughput:8.0f} {p50:8.2f} {p99:8.2f} {throughput / base:6.2f}")
+
+
+def _wait_ready(timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=2)
+            conn.request("GET", "/readyz")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError("API did not become ready")
+
+
+if __name__ == "__main__":
+    main()
