@@ -280,4 +280,4 @@ def _reference_crop(jpeg: Jpeg, device: torch.device, max_pixels: int, max_bytes
         crop = load_crop(jpeg.data.numpy().tobytes(), max_pixels, max_bytes)
     except ImageError as exc:
         return exc
-    return torch.from_numpy(crop).permute(2, 0, 1).to(device)
+    return torch.tensor(crop).permute(2, 0, 1).to(device)

