@@ -16,7 +16,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/vistas demo
 
+# tests/test_docker.py checks docker/compose.yaml with the distribution's docker-compose (no engine needed).
 test: $(STAMP)
+	command -v docker-compose >/dev/null || (apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
