@@ -7,7 +7,7 @@
 # It installs nothing from the network. It uses the Python it finds
 # ($VISTAS_PYTHON, else .venv/bin/python, else python3) and, when a .whl/
 # folder holds wheels, installs exactly those (no index, no dependencies) into
-# a throwaway virtual environment layered over that Python's packages.
+# a throwaway folder put on PYTHONPATH in front of that Python's packages.
 #
 #   bash bench/gpu_check.sh          run the check (exits 1 at once without a CUDA device)
 #   bash bench/gpu_check.sh --wheels on a machine with the package registry: put the small
@@ -39,13 +39,14 @@ if ! compgen -G '/dev/nvidia[0-9]*' >/dev/null; then
 fi
 shopt -s nullglob
 wheels=(.whl/*.whl)
+carried=""
 if (( ${#wheels[@]} )); then
-    venv=$(mktemp -d)/venv
-    "$python" -m venv --system-site-packages "$venv"
-    "$venv/bin/python" -m pip install --quiet --no-index --no-deps "${wheels[@]}"
-    python=$venv/bin/python
-    echo "gpu_check: installed ${#wheels[@]} carried wheels from .whl/ into $venv"
+    carried=$(mktemp -d)
+    trap 'rm -rf "$carried"' EXIT
+    PIP_ROOT_USER_ACTION=ignore "$python" -m pip install --quiet --no-index --no-deps --target "$carried" "${wheels[@]}"
+    echo "gpu_check: installed ${#wheels[@]} carried wheels from .whl/ into $carried"
 fi
+export PYTHONPATH=$PWD${carried:+:$carried}${PYTHONPATH:+:$PYTHONPATH}
 
 missing=$(timeout 120 "$python" - "${NEEDED[@]}" <<'EOF'
 import importlib.util, sys
@@ -53,7 +54,8 @@ print(" ".join(name for name in sys.argv[1:] if importlib.util.find_spec(name) i
 EOF
 )
 if [[ -n $missing ]]; then
-    echo "gpu_check: $python lacks: $missing (carry wheels in .whl/: bash bench/gpu_check.sh --wheels)" >&2
+    echo "gpu_check: $python cannot import: $missing. torch, torchvision, numpy, PIL and faiss must be" \
+         "installed on this machine; the others travel as wheels in .whl/ (bash bench/gpu_check.sh --wheels)" >&2
     exit 2
 fi
 
@@ -63,7 +65,6 @@ if ! timeout 120 "$python" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_av
 fi
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 status=0
 echo "== GPU tests"
 # --noconftest: the GPU tests need no Redis, so a GPU machine needs no Redis client or server.
