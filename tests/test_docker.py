@@ -143,6 +143,9 @@ def test_compose_file_is_accepted_and_wires_the_demo() -> None:
         if name == "redis":
             continue
         assert "vistas-data:/data:rw" in service["volumes"], f"{name} must share the index versions"
+        photos = [v for v in service["volumes"] if v.endswith(":/photos:ro")]
+        assert photos and Path(photos[0].split(":")[0]) == REPO / "demo" / "catalog" / "images"
+        assert service["environment"]["VISTAS_IMAGE_ROOT"] == "/photos"
         assert service["depends_on"] == {"redis": {"condition": "service_healthy"}}
         assert service["environment"]["REDIS_URL"] == "redis://redis:6379/0"
         unknown = set(service["environment"]) - SETTINGS_VARIABLES
@@ -156,8 +159,11 @@ def test_compose_file_is_accepted_and_wires_the_demo() -> None:
 
 
 def test_compose_settings_come_from_the_environment() -> None:
-    config = compose_config(env={"API_PORT": "9100", "VISTAS_KEY_PREFIX": "shop2", "API_WORKERS": "5"})
+    config = compose_config(env={"API_PORT": "9100", "VISTAS_KEY_PREFIX": "shop2", "API_WORKERS": "5",
+                                 "VISTAS_ADMIN_KEYS": "k1,k2", "PHOTOS_DIR": "/srv/photos"})
     api = config["services"]["api"]
     assert api["ports"] == [{"published": 9100, "target": 8000}]
     assert api["command"][-2:] == ["--workers", "5"]
+    assert api["environment"]["VISTAS_ADMIN_KEYS"] == "k1,k2"
+    assert "/srv/photos:/photos:ro" in api["volumes"]
     assert all(s["environment"]["VISTAS_KEY_PREFIX"] == "shop2" for n, s in config["services"].items() if n != "redis")
