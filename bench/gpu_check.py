@@ -30,9 +30,9 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from indexer.knn import exact_search, faiss_gpu_available  # noqa: E402
-from indexer.tagger import Tagger, Tagging  # noqa: E402
-from recommender.settings import Settings  # noqa: E402
+from indexer.knn import exact_search, faiss_gpu_available
+from indexer.tagger import Tagger, Tagging
+from recommender.settings import Settings
 
 DEMO_IMAGES = Path(__file__).resolve().parent.parent / "demo" / "catalog" / "images"
 TARGET_PHOTOS_PER_S = 3000
@@ -199,7 +199,7 @@ def faiss_search(sizes: Sizes) -> None:
     queries = base[rng.choice(sizes.vectors, sizes.queries, replace=False)]
     print(f"\n== FAISS exact search: {sizes.vectors:,} vectors x 30-D, {sizes.queries} queries, k=10")
     started = time.perf_counter()
-    cpu_scores, cpu_rows = exact_search(base, queries, 10, gpu=False)
+    _, cpu_rows = exact_search(base, queries, 10, gpu=False)
     cpu_s = time.perf_counter() - started
     print(f"CPU: {cpu_s * 1000:9.1f} ms")
     if not faiss_gpu_available():

@@ -25,7 +25,7 @@ def faiss_gpu_available() -> bool:
 
 
 @cache
-def _gpu_resources() -> "faiss.StandardGpuResources":
+def _gpu_resources() -> faiss.StandardGpuResources:
     return faiss.StandardGpuResources()
 
 
