@@ -24,31 +24,18 @@ from pathlib import Path
 import numpy as np
 from sklearn.decomposition import NMF
 
+from indexer.evaluation import category_precision, landmark_recall, neighbours
 from indexer.tagger import Tagger
 from indexer.topics import TopicModel
 from recommender.settings import Settings
 
 DEMO = Path(__file__).resolve().parent.parent / "demo" / "catalog"
-K = 10
-
-
-def l2(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def scores(vectors: np.ndarray, groups: np.ndarray, landmarks: np.ndarray) -> tuple[float, float]:
     """(same-place recall@10, same-group precision@10) under cosine similarity."""
-    v = l2(vectors.astype(np.float64))
-    sims = v @ v.T
-    np.fill_diagonal(sims, -np.inf)
-    top = np.argsort(-sims, axis=1)[:, :K]
-    recalls = []
-    for i, place in enumerate(landmarks):
-        others = [j for j in np.flatnonzero(landmarks == place) if j != i] if place else []
-        if others:
-            recalls.append(np.isin(others, top[i]).mean())
-    precision = float((groups[top] == groups[:, None]).mean())
-    return float(np.mean(recalls)), precision
+    top = neighbours(vectors)
+    return landmark_recall(top, landmarks), category_precision(top, groups)
 
 
 def naive_nmf(x: np.ndarray, seed: int) -> np.ndarray:
@@ -65,7 +52,7 @@ def main() -> None:
 
     with (DEMO / "manifest.csv").open() as f:
         rows = list(csv.DictReader(f))
-    tagger = Tagger(Settings.from_env())
+    tagger = Tagger(Settings.from_env(), with_heads=False)
     results = dict(tagger.tag((r["id"], DEMO / r["image"]) for r in rows))
     tags = [results[r["id"]].labels for r in rows]
     features = np.stack([results[r["id"]].features for r in rows])
@@ -73,7 +60,7 @@ def main() -> None:
     landmarks = np.array([r["landmark"] for r in rows])
     tag_matrix = TopicModel().tag_matrix(tags)
     queries = sum(1 for p in landmarks if p and (landmarks == p).sum() > 1)
-    print(f"{len(rows)} photos, {queries} same-place queries, {len(set(groups))} groups; k={K}")
+    print(f"{len(rows)} photos, {queries} same-place queries, {len(set(groups))} groups; k=10")
 
     def topic_model(representation: str) -> Callable[[int], np.ndarray]:
         return lambda seed: TopicModel(representation=representation, seed=seed).fit(tags, features)

@@ -34,7 +34,7 @@ def main() -> None:
     settings = Settings.from_env(device=args.device)
     with (DEMO / "manifest.csv").open() as f:
         paths = [DEMO / row["image"] for row in csv.DictReader(f)][: args.photos]
-    tagger = Tagger(settings)
+    tagger = Tagger(settings, with_heads=False)
     crops = np.stack([load_crop(p, settings.max_image_pixels, settings.max_image_bytes) for p in paths])
     tagger.tag_arrays(crops[: tagger.batch_size])  # warm-up
 

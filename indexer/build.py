@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from indexer.topics import TopicModel
+from indexer.topics import DEFAULT_REPRESENTATION, TopicModel
 from recommender.catalog import Catalog
 from recommender.index import TopicIndex
 from recommender.settings import Settings
@@ -34,7 +34,7 @@ def build_version(
     version = max([catalog.current_version(), *store.versions()]) + 1
     started = time.monotonic()
     changes_from = catalog.last_change_id()
-    model = TopicModel(n_topics=settings.n_topics)
+    model = TopicModel(n_topics=settings.n_topics, representation=catalog.representation() or DEFAULT_REPRESENTATION)
     vectors = model.fit(tags, features)
     index = TopicIndex(vectors.shape[1])
     index.upsert(np.asarray(nums), list(ids), vectors)

@@ -16,7 +16,8 @@ import click
 
 from recommender.settings import Settings
 
-DEMO_CATALOG = Path(__file__).resolve().parent.parent / "demo" / "catalog" / "manifest.csv"
+DEMO = Path(__file__).resolve().parent.parent / "demo"
+DEMO_CATALOG = DEMO / "catalog" / "manifest.csv"
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -152,6 +153,7 @@ def demo(settings: Settings, bind: str, workers: int, catalog_path: Path) -> Non
     from indexer.manifest import read_catalog
     from recommender.server import GunicornServer
 
+    _install_demo_heads(settings)
     with ExitStack() as stack:
         if settings.redis_url is None:
             server = stack.enter_context(EmbeddedRedis(settings.data_dir / "redis"))
@@ -172,5 +174,142 @@ def demo(settings: Settings, bind: str, workers: int, catalog_path: Path) -> Non
             "Ctrl-C stops the API and everything the demo started.\n"
         )
         GunicornServer(settings, bind, workers).run()
+
+def _install_demo_heads(settings: Settings) -> None:
+    """The demo ships a head trained on its catalog's groups (`vistas train-head ... --label-column category`)."""
+    import shutil
+
+    from indexer.heads import heads_dir
+
+    for shipped in sorted((DEMO / "heads").iterdir()):
+        target = heads_dir(settings.data_dir) / shipped.name
+        if not target.exists():
+            shutil.copytree(shipped, target)
+            click.echo(f"installed the demo's custom head {shipped.name!r} (its labels join the tags)")
+
+
+@main.command("train-head")
+@click.argument("dataset", type=click.Path(exists=True, path_type=Path))
+@click.option("--name", required=True, help="Head name; its labels become tags (saved under DATA_DIR/heads/NAME).")
+@click.option("--label-column", default="label", show_default=True, help="CSV column holding the labels.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split and the training.")
+@click.pass_obj
+def train_head_command(settings: Settings, dataset: Path, name: str, label_column: str, seed: int) -> None:
+    """Learn custom labels (your taxonomy) from DATASET: a folder of label sub-folders, or a CSV image,label.
+
+    Uses the stored features of photos already indexed (no second forward
+    pass) and tags the others. Trains a 2-layer head (hidden layer, dropout,
+    class weights, early stopping), prints its held-out accuracy beside a
+    logistic regression's, and saves it: the tagger applies it from then on,
+    and the next reindex folds its labels into the topics.
+    """
+    from tqdm import tqdm
+
+    from indexer.datasets import read_labelled
+    from indexer.heads import heads_dir, train_head
+    from indexer.manifest import ManifestError
+
+    if not name.replace("-", "").replace("_", "").isalnum():
+        raise click.BadParameter("use letters, digits, - and _", param_hint="--name")
+    try:
+        pairs = read_labelled(dataset, label_column)
+    except ManifestError as exc:
+        raise click.ClickException(str(exc)) from None
+    features, labels = _features_of(settings, pairs)
+    try:
+        with tqdm(desc="training", unit="epoch") as bar:
+            head, report = train_head(name, features, labels, seed=seed, on_epoch=lambda *_: bar.update())
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    head.save(heads_dir(settings.data_dir) / name, report)
+    click.echo(
+        f"head {name}: {report.labels} labels, {report.train_size} training / {report.heldout_size} held-out photos\n"
+        f"  held-out accuracy       {report.heldout_accuracy:.3f}   (top-5 {report.heldout_top5_accuracy:.3f})\n"
+        f"  logistic regression     {report.logistic_regression_accuracy:.3f}   (same features, same split)\n"
+        f"saved to {heads_dir(settings.data_dir) / name}; reindex (or re-ingest) to use its tags in topics"
+    )
+
+
+def _features_of(settings: Settings, pairs: list[tuple[Path, str]]):
+    """Stored features for photos already indexed; a forward pass for the rest (unreadable ones skipped)."""
+    import numpy as np
+
+    from indexer.images import ImageError
+    from indexer.tagger import Tagger
+
+    catalog = _catalog(settings)
+    by_image = {item.image: item.id for item in catalog.iter_items() if item.image}
+    known = [i for i in (by_image.get(str(path)) for path, _ in pairs) if i]
+    found = dict(zip(known, catalog.features_many(known)))
+    features: dict[int, np.ndarray] = {}
+    for n, (path, _) in enumerate(pairs):
+        stored = found.get(by_image.get(str(path), ""))
+        if stored is not None:
+            features[n] = stored
+    missing = [(n, path) for n, (path, _) in enumerate(pairs) if n not in features]
+    click.echo(f"{len(features)} photos have stored features, {len(missing)} need tagging")
+    if missing:
+        for n, result in Tagger(settings).tag(missing):
+            if isinstance(result, ImageError):
+                click.echo(f"  skipped {pairs[n][0]}: {result}", err=True)
+            else:
+                features[n] = result.features
+    rows = sorted(features)
+    return np.stack([features[n] for n in rows]), [pairs[n][1] for n in rows]
+
+
+@main.command("eval")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the report here.")
+@click.pass_obj
+def eval_command(settings: Settings, json_path: Path | None) -> None:
+    """Measure every representation on the current catalog and choose the serving one.
+
+    \b
+    For raw features and for NMF topics on tags, on features and on both:
+      recall   landmark recall@10: other photos of the same place in the top 10
+               (items with a `landmark` attribute)
+      prec     category precision@10: share of the top 10 in the item's category
+      cover    share of items that appear in someone's top 10
+      coher    how often a topic's top tags occur on the same items
+    The best topic representation is recorded; the next build or reindex uses it.
+    """
+    import json
+
+    import numpy as np
+
+    from indexer.evaluation import best_representation, evaluate, tag_accuracy
+    from recommender.catalog import INDEXED
+
+    catalog = _catalog(settings)
+    items = [i for i in catalog.iter_items() if i.status == INDEXED]
+    if len(items) < 3:
+        raise click.ClickException("the catalog has fewer than 3 indexed items: ingest one first")
+    stored = catalog.features_many([i.id for i in items])
+    dim = next((f.shape[0] for f in stored if f is not None), 0)
+    features = np.stack([f if f is not None else np.zeros(dim, np.float32) for f in stored])
+    tags = [i.tags for i in items]
+    categories = [i.category for i in items]
+    landmarks = [str(i.attrs.get("landmark", "")) for i in items]
+    results = evaluate(tags, features, categories, landmarks, n_topics=settings.n_topics)
+    best = best_representation(results)
+    catalog.set_representation(best)
+
+    def cell(x: float | None) -> str:
+        return "     -" if x is None else f"{x:6.3f}"
+
+    click.echo(f"{len(items)} indexed items, k=10\n{'representation':15s} {'recall':>6s} {'prec':>6s} "
+               f"{'cover':>6s} {'coher':>6s}")
+    for r in results:
+        mark = "   <- serving" if r.representation == best else ""
+        click.echo(f"{r.representation:15s} {cell(r.landmark_recall)} {cell(r.category_precision)} "
+                   f"{cell(r.coverage)} {cell(r.topic_coherence)}{mark}")
+    accuracy = tag_accuracy(tags, categories)
+    click.echo(f"tag accuracy (the item's category among its tags): {cell(accuracy).strip()}")
+    click.echo(f"serving representation: {best} (used by the next build or reindex)")
+    if json_path:
+        json_path.write_text(json.dumps({"items": len(items), "serving": best, "tag_accuracy": accuracy,
+                                         "representations": [r.to_json() for r in results]}, indent=1))
+
+
 if __name__ == "__main__":
     main()

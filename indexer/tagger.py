@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from indexer.heads import load_heads
 from indexer.images import ImageError, Source, prefetch_crops
 from indexer.loader import device_batches
 from indexer.vocabulary import imagenet_labels
@@ -32,6 +33,8 @@ from recommender.settings import Settings
 log = logging.getLogger(__name__)
 K = TypeVar("K")
 TOP_LABELS = 5
+#: A custom head's label becomes a tag only at or above this probability.
+HEAD_MIN_PROBABILITY = 0.3
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 #: Host threads feeding the device: header checks and Pillow fallbacks only, the decoding is on the device.
@@ -40,7 +43,7 @@ DEVICE_LOADER_THREADS = 8
 
 @dataclass(frozen=True)
 class Tagging:
-    """What the backbone says about one photo."""
+    """What the backbone says about one photo: its top-5 labels, then custom heads' labels."""
 
     labels: list[tuple[str, float]]
     features: np.ndarray  # float32, pooled last layer
@@ -115,7 +118,8 @@ def pick_device(setting: str) -> torch.device:
 class Tagger:
     """Batched, device-aware tagging with decoding overlapped on a thread pool."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, with_heads: bool = True):
+        """``with_heads=False`` leaves out the custom heads under the data dir (backbone labels only)."""
         self.settings = settings
         self.device = pick_device(settings.device)
         self.model = load_backbone(settings.backbone, settings.backbone_weights).eval().to(self.device)
@@ -125,10 +129,12 @@ class Tagger:
             raise ValueError(
                 f"backbone has {self.model.classifier.out_features} classes; only ImageNet-1k (1000) is supported"
             )
+        self.heads = load_heads(settings.data_dir) if with_heads else []
         self.batch_size = settings.batch_size
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # batches have one shape: pick the fastest kernels once
-        log.info("tagger: %s on %s, batch %d", settings.backbone, self.device, self.batch_size)
+        log.info("tagger: %s on %s, batch %d, custom heads: %s", settings.backbone, self.device, self.batch_size,
+                 ", ".join(h.name for h in self.heads) or "none")
 
     @property
     def feature_dim(self) -> int:
@@ -156,11 +162,22 @@ class Tagger:
         top_p, top_i = probs.float().topk(TOP_LABELS, dim=1)
         if self.device.type == "cuda":
             top_p, top_i, features = _to_host(top_p, top_i, features.float())
-        features_np = features.float().cpu().numpy()
+        features = features.float().cpu()
+        head_tags = self._head_tags(features)
         return [
-            Tagging([(self.labels[i], round(float(p), 4)) for p, i in zip(ps.tolist(), idx.tolist())], feats)
-            for ps, idx, feats in zip(top_p, top_i, features_np)
+            Tagging([(self.labels[i], round(float(p), 4)) for p, i in zip(ps.tolist(), idx.tolist())] + extra, feats)
+            for ps, idx, feats, extra in zip(top_p, top_i, features.numpy(), head_tags)
         ]
+
+    def _head_tags(self, features: torch.Tensor) -> list[list[tuple[str, float]]]:
+        """Each custom head's best label per photo, when it is confident enough."""
+        out: list[list[tuple[str, float]]] = [[] for _ in range(len(features))]
+        for head in self.heads:
+            best_p, best_i = head.predict(features).max(dim=1)
+            for row, (p, i) in enumerate(zip(best_p.tolist(), best_i.tolist())):
+                if p >= HEAD_MIN_PROBABILITY:
+                    out[row].append((head.labels[i], round(p, 4)))
+        return out
 
     def tag(
         self, sources: Iterable[tuple[K, Source]], on_done: Callable[[int], None] | None = None

@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 Representation = Literal["mix", "features", "tags"]
 REPRESENTATIONS: tuple[Representation, ...] = ("mix", "features", "tags")
+#: Serves until `vistas eval` ranks the representations on a labelled catalog (bench/quality.py: best on the demo).
+DEFAULT_REPRESENTATION: Representation = "mix"
 TOP_TAGS_PER_TOPIC = 8
 NAME_TAGS = 3
 
@@ -63,7 +65,7 @@ class TopicModel:
     """NMF topics over tags and/or features, with the post-processing that makes cosine work."""
 
     n_topics: int = 30
-    representation: Representation = "mix"
+    representation: Representation = DEFAULT_REPRESENTATION
     tag_weight: float = 0.5
     seed: int = 0
     vocabulary: TagVocabulary = field(default_factory=lambda: TagVocabulary(imagenet_labels()))

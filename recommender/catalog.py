@@ -8,6 +8,7 @@ Keys (``P`` is the configured key prefix):
 * ``P:seq``           counter that hands out the numeric ids FAISS needs
 * ``P:nums``          hash numeric id -> item id
 * ``P:version``       the index version the API should serve (an integer)
+* ``P:representation`` the topic representation the next build uses, as ranked by ``vistas eval``
 * ``P:changes``       stream of ``{op: upsert|delete, id, num}``, tailed by API processes
 * ``P:ingest``        stream of ``{id}``: items waiting to be tagged and indexed by a worker
 * ``P:user:<uid>:events`` list of JSON events ``{item, type, ts}``, newest first, capped
@@ -140,6 +141,10 @@ class Catalog:
         return f"{self.prefix}:nums"
 
     @property
+    def _representation_key(self) -> str:
+        return f"{self.prefix}:representation"
+
+    @property
     def _version_key(self) -> str:
         return f"{self.prefix}:version"
 
@@ -269,8 +274,11 @@ class Catalog:
         self.r.hset(self._item_key(item_id), mapping={"status": FAILED, "reason": reason})
 
     def features(self, item_id: str) -> np.ndarray | None:
-        raw = self.r.get(self._features_key(item_id))
-        return np.frombuffer(raw, dtype=np.float16).astype(np.float32) if raw else None
+        return self.features_many([item_id])[0]
+
+    def features_many(self, item_ids: list[str]) -> list[np.ndarray | None]:
+        raws = self.r.mget([self._features_key(i) for i in item_ids]) if item_ids else []
+        return [np.frombuffer(raw, dtype=np.float16).astype(np.float32) if raw else None for raw in raws]
 
     # -- users -------------------------------------------------------------------------
     def _events_key(self, user_id: str) -> str:
@@ -306,6 +314,13 @@ class Catalog:
 
     def set_current_version(self, version: int) -> None:
         self.r.set(self._version_key, version)
+
+    def representation(self) -> str | None:
+        value = self.r.get(self._representation_key)
+        return value.decode() if value else None
+
+    def set_representation(self, name: str) -> None:
+        self.r.set(self._representation_key, name)
 
     def publish_change(self, op: str, item_id: str, num: int) -> str:
         """Tell every API process that an item's vector changed or the item went away."""

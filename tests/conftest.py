@@ -78,7 +78,8 @@ def catalog(settings: Settings) -> Catalog:
 
 @pytest.fixture(scope="session")
 def tagger() -> Tagger:
-    return Tagger(Settings(device="cpu"))
+    """The real backbone, without custom heads."""
+    return Tagger(Settings(device="cpu"), with_heads=False)
 
 
 @pytest.fixture(scope="session")

@@ -74,12 +74,12 @@ def bad_photos(tmp_path: Path) -> dict[str, Path | bytes]:
 
 @pytest.fixture(scope="module")
 def reference() -> Tagger:
-    return Tagger(Settings(device="cpu"))
+    return Tagger(Settings(device="cpu"), with_heads=False)
 
 
 @pytest.fixture(scope="module")
 def gpu() -> Tagger:
-    return Tagger(Settings(device="cuda", batch_size=256))
+    return Tagger(Settings(device="cuda", batch_size=256), with_heads=False)
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:

@@ -1,0 +1,102 @@
+"""Custom label heads on stored features, and `vistas eval` choosing the serving representation."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from indexer.heads import Head, heads_dir, load_heads, train_head
+from indexer.tagger import Tagger
+from recommender.catalog import Catalog, connect
+from recommender.settings import Settings
+from tests.conftest import DEMO, sample_rows
+
+VISTAS = [sys.executable, "-m", "indexer.cli"]
+
+
+def env_for(settings: Settings) -> dict[str, str]:
+    return {**os.environ, "REDIS_URL": settings.redis_url_or_default, "VISTAS_DATA_DIR": str(settings.data_dir),
+            "VISTAS_KEY_PREFIX": settings.key_prefix, "VISTAS_DEVICE": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def stored(indexed: Settings) -> tuple[np.ndarray, list[str]]:
+    """Stored features of the sample catalog and each item's category."""
+    catalog = Catalog(connect(indexed.redis_url_or_default), indexed.key_prefix)
+    rows = sample_rows()
+    features = catalog.features_many([r["id"] for r in rows])
+    return np.stack(features), [r["category"] for r in rows]
+
+
+def test_head_learns_categories_and_reports_against_a_baseline(stored) -> None:
+    features, categories = stored
+    head, report = train_head("cats", features, categories, seed=0)
+    chance = max(categories.count(c) for c in set(categories)) / len(categories)
+    assert report.heldout_accuracy > chance + 0.2
+    assert report.heldout_top5_accuracy >= report.heldout_accuracy
+    assert 0 <= report.logistic_regression_accuracy <= 1 and report.heldout_size > 0
+    predicted = head.predict(torch.from_numpy(features)).argmax(dim=1).numpy()
+    assert (np.array(head.labels)[predicted] == np.array(categories)).mean() > 0.8
+
+
+def test_head_needs_two_labels(stored) -> None:
+    features, _ = stored
+    with pytest.raises(ValueError, match="at least 2 different labels"):
+        train_head("one", features, ["x"] * len(features))
+
+
+def test_saved_head_is_applied_by_the_tagger(stored, tmp_path: Path) -> None:
+    features, categories = stored
+    head, report = train_head("cats", features, categories, seed=0)
+    head.save(heads_dir(tmp_path) / "cats", report)
+    again = load_heads(tmp_path)[0]
+    assert isinstance(again, Head) and again.labels == head.labels
+    np.testing.assert_allclose(again.predict(torch.from_numpy(features)), head.predict(torch.from_numpy(features)),
+                               atol=1e-5)
+    tagger = Tagger(Settings(device="cpu", data_dir=tmp_path))
+    photo = DEMO / "images" / "gcompris" / "landmark-tajmahal_2.jpg"
+    (_, tagging), = tagger.tag([("taj", photo)])
+    assert len(tagging.labels) == 6 and tagging.labels[5][0] == "landmark"  # top-5 backbone labels + the head's
+
+
+def test_train_head_cli_uses_stored_features(indexed: Settings, tmp_path: Path, sample_manifest: Path) -> None:
+    settings = indexed.with_(data_dir=tmp_path)  # same catalog, heads saved elsewhere
+    done = subprocess.run([*VISTAS, "train-head", str(sample_manifest), "--name", "cats", "--label-column",
+                           "category"], env=env_for(settings), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert f"{len(sample_rows())} photos have stored features, 0 need tagging" in done.stdout
+    assert "held-out accuracy" in done.stdout and "logistic regression" in done.stdout
+    report = json.loads((heads_dir(tmp_path) / "cats" / "report.json").read_text())
+    assert report["labels"] == len({r["category"] for r in sample_rows()})
+
+
+def test_train_head_cli_refuses_a_bad_dataset(indexed: Settings, tmp_path: Path) -> None:
+    (tmp_path / "only" / "one").mkdir(parents=True)
+    shutil.copy(DEMO / "images" / "gcompris" / "landmark-tajmahal.jpg", tmp_path / "only" / "one" / "a.jpg")
+    done = subprocess.run([*VISTAS, "train-head", str(tmp_path / "only"), "--name", "x"],
+                          env=env_for(indexed.with_(data_dir=tmp_path)), capture_output=True, text=True)
+    assert done.returncode == 1 and "at least 2 labels" in done.stderr
+
+
+def test_eval_ranks_representations_and_records_the_best(indexed: Settings, tmp_path: Path) -> None:
+    catalog = Catalog(connect(indexed.redis_url_or_default), indexed.key_prefix)
+    out = tmp_path / "eval.json"
+    done = subprocess.run([*VISTAS, "eval", "--json", str(out)], env=env_for(indexed), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    names = [r["representation"] for r in report["representations"]]
+    assert names == ["raw features", "mix", "features", "tags"]
+    best = max(report["representations"][1:], key=lambda r: (r["landmark_recall"] + r["category_precision"]) / 2)
+    assert report["serving"] == best["representation"] == catalog.representation()
+    assert all(r["landmark_recall"] is not None and r["category_precision"] is not None
+               for r in report["representations"])
+    assert f"serving representation: {report['serving']}" in done.stdout
+    catalog.set_representation("mix")
