@@ -24,6 +24,7 @@ def _setup_logging(verbose: bool) -> None:
         level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("openTSNE").setLevel(logging.WARNING)  # it narrates every optimisation phase at INFO
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
