@@ -1,8 +1,9 @@
 """2-D maps of the catalog (t-SNE) for the map page, one per representation.
 
 As in the original study, the same items are laid out from three inputs: raw
-last-layer features (no NMF; PCA to 50 dimensions first), NMF topics fitted on the top-5 tag matrix, and
-NMF topics fitted on the features. The layout comes from openTSNE, because it
+last-layer features (no NMF; reduced to 50 dimensions by PCA first), NMF
+topics fitted on the top-5 tag matrix, and NMF topics fitted on the
+features. The layout comes from openTSNE, because it
 can place new points into an existing map (``TSNEEmbedding.transform``):
 items ingested between reindexes get a position without recomputing the map,
 and the positions of the others do not move. A catalog of a handful of items
