@@ -83,13 +83,15 @@ def test_new_items_are_placed_on_the_map_without_recomputing_it(
     assert client.get("/v1/map").get_json()["count"] == len(first)
 
     late = [r for r in rows if r["id"] in late_ids]
-    ingest(read_catalog(write_manifest(late, tmp_path / "b")), settings, catalog, tagger, progress=False)
+    renamed = dict(next(r for r in rows if r["id"] == "landmark-colosseum"), title="Colosseum at dusk")
+    ingest(read_catalog(write_manifest([*late, renamed], tmp_path / "b")), settings, catalog, tagger, progress=False)
     assert map_file.read_bytes() == before
-    assert sorted(catalog.map_rows(1)) == sorted(late_ids)
+    assert sorted(catalog.map_rows(1)) == sorted([*late_ids, renamed["id"]])
 
     for representation in REPRESENTATIONS:
         body = client.get(f"/v1/map?representation={representation}").get_json()
         assert body["count"] == len(rows) and set(body["ids"]) == {r["id"] for r in rows}
+        assert body["titles"][body["ids"].index(renamed["id"])] == "Colosseum at dusk"  # updated, not duplicated
         xy = np.column_stack([body["x"], body["y"]])
         where = {item_id: i for i, item_id in enumerate(body["ids"])}
         for item_id, sibling in (("landmark-eiffeltower_2", "landmark-eiffeltower"),

@@ -70,6 +70,8 @@
       if (topics) state.servedTopics = topics.topics;
       show(map);
     } catch (error) {
+      // a #hash naming no map (mistyped, or not in this catalog): show the default one
+      if (representation && ["bad_parameter", "map_not_found"].includes(error.code)) return load(null);
       fail(error);
     }
   }
