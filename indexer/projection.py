@@ -21,10 +21,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import joblib
 import numpy as np
-from openTSNE import TSNE, TSNEEmbedding
 from sklearn.decomposition import PCA
 from sklearn.metrics import silhouette_score
 from sklearn.preprocessing import normalize
@@ -35,6 +35,9 @@ from recommender.catalog import Catalog
 from recommender.catalog_map import LABELS, NO_TOPIC, REPRESENTATIONS, CatalogMap, Layout, dominant_topics, map_rows
 from recommender.settings import Settings
 from recommender.versions import MAP_MODEL, VersionStore
+
+if TYPE_CHECKING:
+    from openTSNE import TSNEEmbedding
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +93,8 @@ class Projector:
             axes = np.linalg.svd(x - self.linear_origin, full_matrices=False)[2][:2]  # the 2 principal axes
             self.linear_axes = np.vstack([axes, np.zeros((2 - len(axes), x.shape[1]), dtype=axes.dtype)])
             return self._layout(self._project(x), x)
+        from openTSNE import TSNE  # here, not at the top: the API's query-by-photo imports indexer.build
+
         tsne = TSNE(perplexity=min(PERPLEXITY, (len(x) - 1) / 3), n_jobs=threads, random_state=0)
         embedding = tsne.fit(x)
         # transform() re-centres the embedding in place; centring it now keeps the stored positions valid

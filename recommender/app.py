@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None, clock: Callable[[], float] = ti
     settings = settings or Settings.from_env()
     # One request at a time per process: FAISS's OpenMP threads only add contention (3x slower here).
     faiss.omp_set_num_threads(1)
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder="web/static", static_url_path="/web")  # the map page's files
     app.json.sort_keys = False
     app.config["MAX_CONTENT_LENGTH"] = settings.max_image_bytes + 1024 * 1024
     catalog = Catalog(connect(settings.redis_url_or_default), settings.key_prefix)

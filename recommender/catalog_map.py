@@ -52,7 +52,7 @@ class Layout:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Layout":
+    def from_json(cls, data: dict[str, Any]) -> Layout:
         own = data.get("own_topics")
         return cls(
             np.column_stack([data["x"], data["y"]]).astype(np.float32),
@@ -107,7 +107,7 @@ class CatalogMap:
         (Path(directory) / MAP).write_text(json.dumps(data, separators=(",", ":")))
 
     @classmethod
-    def load(cls, directory: Path) -> "CatalogMap":
+    def load(cls, directory: Path) -> CatalogMap:
         data = json.loads((Path(directory) / MAP).read_text())
         return cls(
             data["ids"], data["nums"], data["titles"], [bool(p) for p in data["photos"]], data["topics"],

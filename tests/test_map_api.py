@@ -97,3 +97,14 @@ def test_page_and_its_files_are_served_locally(client: FlaskClient, path: str) -
         response = client.get(asset)
         assert response.status_code == 200 and b"http" not in response.data
         response.close()
+
+
+def test_map_and_thumbnails_need_a_client_key_when_keys_are_set(indexed: Settings) -> None:
+    client = create_app(indexed.with_(client_keys=("client-key",))).test_client()
+    assert_error(client.get("/v1/map"), 401, "unauthorized")
+    assert_error(client.get("/v1/items/landmark-eiffeltower/thumbnail"), 401, "unauthorized")
+    key = {"X-API-Key": "client-key"}
+    assert client.get("/v1/map", headers=key).status_code == 200
+    assert client.get("/v1/items/landmark-eiffeltower/thumbnail", headers=key).status_code == 200
+    page = client.get("/")  # the page holds no data: it loads, and asks for the key
+    assert page.status_code == 200 and 'data-needs-key="yes"' in page.get_data(as_text=True)

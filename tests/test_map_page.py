@@ -141,6 +141,32 @@ def test_map_of_real_photos_switch_hover_click_zoom(indexed: Settings, browser: 
     assert errors == []
 
 
+def test_with_api_keys_the_page_asks_for_a_client_key(indexed: Settings, browser: Browser) -> None:
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    errors = watch_errors(page)
+    with serving(indexed.with_(client_keys=("client-key",), admin_keys=("admin-key",))) as url:
+        page.goto(f"{url}/")
+        expect(page.locator("body")).to_have_attribute("data-state", "key")
+        page.fill("#key", "wrong-key")
+        page.click("#key-form button")
+        expect(page.locator("#key-error")).to_have_text("the API key is not valid")
+        assert errors and all("401" in e for e in errors)  # the refused requests, and nothing else
+        errors.clear()
+
+        page.fill("#key", "client-key")
+        page.click("#key-form button")
+        expect(page.locator("body")).to_have_attribute("data-state", "ready")
+        hover(page, "landmark-tajmahal")
+        expect(page.locator("#tooltip .title")).to_have_text("Taj Mahal")
+        expect(page.locator("#tooltip .tags")).to_contain_text("tags: ")
+        page.wait_for_function("document.querySelector('#tooltip img').naturalWidth > 0")  # fetched with the key
+        page.mouse.down()
+        page.mouse.up()
+        expect(page.locator("#similar")).to_have_attribute("data-state", "ready")
+        assert page.locator("#similar li").count() == 10
+    assert errors == []
+
+
 def synthetic_version(settings: Settings, catalog: Catalog, n: int) -> list[Item]:
     """Version 1 of ``n`` items in 30 clusters, written through the same classes the indexer uses.
 

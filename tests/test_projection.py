@@ -6,7 +6,6 @@ import itertools
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from indexer.ingest import ingest
 from indexer.manifest import read_catalog

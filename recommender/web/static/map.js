@@ -8,6 +8,7 @@
   const PHOTO_SIZE = 40;        // px
   const CELL = 16;              // px, hit-testing grid cell
   const NO_TOPIC_COLOUR = "#9aa3ab";
+  const KEY_STORAGE = "vistas-api-key";  // per tab (sessionStorage), only when the API has keys
 
   const $ = (selector) => document.querySelector(selector);
   const canvas = $("#map");
@@ -28,14 +29,24 @@
     topic: -1,              // the legend's picked topic
     grid: null,
     images: new Map(),      // item id -> Image
+    photos: new Map(),      // item id -> Promise of a URL the browser can show
     details: new Map(),     // item id -> Promise of /v1/items/{id}
     drawQueued: false,
   };
 
   // -- data -------------------------------------------------------------------------
 
+  function apiKey() {
+    return sessionStorage.getItem(KEY_STORAGE);
+  }
+
+  function authHeaders() {
+    const key = apiKey();
+    return key ? { "X-API-Key": key } : {};
+  }
+
   async function getJSON(url) {
-    const response = await fetch(url);
+    const response = await fetch(url, { headers: authHeaders() });
     const body = await response.json();
     if (!response.ok) {
       const error = new Error(body.error ? body.error.message : response.statusText);
@@ -45,8 +56,20 @@
     return body;
   }
 
-  function thumbnailURL(id) {
-    return state.map.thumbnail_url.replace("{id}", encodeURIComponent(id));
+  /** The item's thumbnail as an <img> src: its URL, or with an API key a blob URL (<img> cannot send headers). */
+  function photoURL(id) {
+    if (!state.photos.has(id)) {
+      const url = state.map.thumbnail_url.replace("{id}", encodeURIComponent(id));
+      state.photos.set(id, apiKey() === null ? Promise.resolve(url)
+        : fetch(url, { headers: authHeaders() })
+          .then((response) => (response.ok ? response.blob() : Promise.reject(new Error(response.statusText))))
+          .then((blob) => URL.createObjectURL(blob)));
+    }
+    return state.photos.get(id);
+  }
+
+  function showPhoto(img, id) {
+    photoURL(id).then((url) => { img.src = url; }, () => {});
   }
 
   function details(id) {
@@ -70,6 +93,7 @@
       if (topics) state.servedTopics = topics.topics;
       show(map);
     } catch (error) {
+      if (error.code === "unauthorized" || error.code === "forbidden") return askForKey(error.message);
       // a #hash naming no map (mistyped, or not in this catalog): show the default one
       if (representation && ["bad_parameter", "map_not_found"].includes(error.code)) return load(null);
       fail(error);
@@ -103,6 +127,13 @@
     window.vistasMap.count = n;
     document.body.dataset.representation = map.representation;
     document.body.dataset.state = "ready";
+  }
+
+  function askForKey(message) {
+    document.body.dataset.state = "key";
+    $("#key-error").textContent = message;
+    $("#key-form").hidden = false;
+    $("#key").focus();
   }
 
   function fail(error) {
@@ -232,7 +263,7 @@
     if (!img) {
       img = new Image();
       img.onload = requestDraw;
-      img.src = thumbnailURL(id);
+      showPhoto(img, id);
       state.images.set(id, img);
     }
     return img;
@@ -384,8 +415,8 @@
     const parts = [];
     if (state.map.photos[i]) {
       const img = document.createElement("img");
-      img.src = thumbnailURL(id);
       img.alt = "";
+      showPhoto(img, id);
       parts.push(img);
     }
     const title = document.createElement("div");
@@ -433,7 +464,8 @@
     const i = state.index.get(id);
     const photo = $("#detail-photo");
     photo.hidden = !(i !== undefined && state.map.photos[i]);
-    if (!photo.hidden) photo.src = thumbnailURL(id);
+    photo.removeAttribute("src");
+    if (!photo.hidden) showPhoto(photo, id);
     $("#detail-title").textContent = i !== undefined ? (state.map.titles[i] || id) : id;
     for (const field of ["#detail-meta", "#detail-tags", "#detail-topics"]) $(field).textContent = "";
     const list = $("#similar");
@@ -467,7 +499,7 @@
     const img = document.createElement("img");
     img.alt = "";
     const i = state.index.get(hit.id);
-    if (i !== undefined && state.map.photos[i]) img.src = thumbnailURL(hit.id);
+    if (i !== undefined && state.map.photos[i]) showPhoto(img, hit.id);
     const title = document.createElement("span");
     title.textContent = hit.title || hit.id;
     const score = document.createElement("span");
@@ -569,6 +601,18 @@
     },
   };
 
-  const wanted = location.hash.slice(1);
-  load(wanted || null);
+  $("#key-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    sessionStorage.setItem(KEY_STORAGE, $("#key").value.trim());
+    state.photos.clear();
+    state.images.clear();
+    $("#key-form").hidden = true;
+    load(location.hash.slice(1) || null);
+  });
+
+  if (document.body.dataset.needsKey === "yes" && apiKey() === null) {
+    askForKey("");
+  } else {
+    load(location.hash.slice(1) || null);
+  }
 })();
