@@ -48,9 +48,9 @@ PLACE_PERPLEXITY = 5.0
 #: search gets cheaper and the stored map model 4x smaller, neighbourhoods stay the same.
 INPUT_DIMS = 50
 #: The map is computed on every core from this many items on. Below, one thread is faster: each of t-SNE's
-#: 750 iterations (and NMF's) is milliseconds long, and with threads it waits for the slowest one; the demo's
-#: 523 items on 2 busy cores after tagging: 5 s in one thread, 15 s in two.
-PARALLEL_FROM = 10_000
+#: 750 iterations (and NMF's) is short, and with threads it waits for the slowest one. Measured on 2 busy
+#: cores: the demo's 523 items after tagging, 5 s in one thread and 15 s in two; 10,000 items, 29 s and 39 s.
+PARALLEL_FROM = 50_000
 #: Below this many items the map is a PCA: t-SNE's perplexity would have almost no neighbours to spread over.
 MIN_TSNE_ITEMS = 12
 #: Silhouette is quadratic in the number of points; above this it is estimated on a sample.
