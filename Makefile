@@ -16,9 +16,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/vistas demo
 
-# tests/test_docker.py checks docker/compose.yaml with the distribution's docker-compose (no engine needed).
+# tests/test_docker.py checks docker/compose.yaml with the distribution's docker-compose (no engine needed);
+# the map page's browser tests drive Debian's Chromium (Playwright's own browser download is not used).
 test: $(STAMP)
 	command -v docker-compose >/dev/null || (apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null)
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

@@ -13,11 +13,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from indexer.projection import build_map, save_projectors
 from indexer.topics import DEFAULT_REPRESENTATION, TopicModel
 from recommender.catalog import Catalog
 from recommender.index import TopicIndex
 from recommender.settings import Settings
-from recommender.versions import MODEL, TOPICS, VersionStore
+from recommender.versions import MAP_MODEL, MODEL, TOPICS, VersionStore
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ def build_version(
     settings: Settings, catalog: Catalog, ids: Sequence[str], nums: Sequence[int],
     tags: Sequence[list[tuple[str, float]]], features: np.ndarray | None,
 ) -> tuple[int, np.ndarray]:
-    """Fit a topic model on these items, write version N+1 and make it current.
+    """Fit a topic model on these items, lay out their map, write version N+1 and make it current.
 
     Returns the new version number and the items' serving vectors.
     """
@@ -38,6 +39,11 @@ def build_version(
     vectors = model.fit(tags, features)
     index = TopicIndex(vectors.shape[1])
     index.upsert(np.asarray(nums), list(ids), vectors)
+    items = catalog.get_many(ids)
+    catalog_map, projectors = build_map(
+        ids, nums, [i.title if i else "" for i in items], [bool(i and i.image) for i in items],
+        tags, features, vectors, settings.n_topics,
+    )
     manifest = {
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "items": len(ids), "topics": model.n_topics, "representation": model.representation,
@@ -47,6 +53,8 @@ def build_version(
         index.save(directory)
         model.save(directory / MODEL)
         (directory / TOPICS).write_text(json.dumps([t.to_json() for t in model.topics], indent=1))
+        catalog_map.save(directory)
+        save_projectors(projectors, directory / MAP_MODEL)
     log.info(
         "built index version %d: %d items, %d topics (%s) in %.1fs",
         version, len(ids), model.n_topics, model.representation, time.monotonic() - started,

@@ -25,6 +25,7 @@ def _setup_logging(verbose: bool) -> None:
         level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("openTSNE").setLevel(logging.WARNING)  # it narrates every optimisation phase at INFO
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -128,7 +129,8 @@ def _ingest(settings: Settings, path: Path, reset: bool) -> None:
 def serve(settings: Settings, bind: str, workers: int) -> None:
     """Serve the recommender API (gunicorn).
 
-    Endpoints: /healthz, /readyz, /v1/items/ID, /v1/items/ID/similar?k=10, /v1/topics.
+    Endpoints: /healthz, /readyz, /v1/items/ID, /v1/items/ID/similar?k=10, /v1/topics,
+    /v1/map, /v1/items/ID/thumbnail; the catalog map page is at /.
     """
     from recommender.server import GunicornServer
 
@@ -169,6 +171,7 @@ def demo(settings: Settings, bind: str, workers: int, catalog_path: Path) -> Non
         sample = sorted(expected)[0] if expected else "ID"
         click.echo(
             "\nVistas demo is up. Try:\n"
+            f"  {host}/                  the catalog map\n"
             f"  {host}/readyz\n  {host}/v1/topics\n  {host}/v1/items/{sample}\n"
             f"  {host}/v1/items/{sample}/similar?k=5\n"
             "Ctrl-C stops the API and everything the demo started.\n"

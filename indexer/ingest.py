@@ -2,8 +2,8 @@
 
 On an empty catalog this fits the topic model and builds version 1; on a
 catalog that already has a version, the new items get vectors from the
-current model (no refit) and are announced on the changes stream so running
-API processes serve them at once.
+current model (no refit) and a place on its map, and are announced on the
+changes stream so running API processes serve them at once.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from tqdm import tqdm
 from indexer.build import build_version, load_model
 from indexer.images import ImageError
 from indexer.manifest import Entry
+from indexer.projection import place_items
 from indexer.tagger import Tagger, Tagging
 from indexer.vocabulary import normalize_tag
 from recommender.catalog import UPSERT, Catalog
@@ -88,6 +89,7 @@ def ingest(
         report.built = True
     else:
         vectors = load_model(settings, version).transform(tags, features)
+        place_items(settings, catalog, version, [i.id for i in ready], tags, features)
     for row, item in enumerate(tqdm(ready, desc="writing", unit="item", disable=not progress, leave=False)):
         feats = taggings[item.id].features if item.id in taggings else None
         catalog.mark_indexed(item.id, tags[row], vectors[row], version, feats)

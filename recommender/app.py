@@ -12,6 +12,7 @@ from flask import Flask, current_app
 
 from recommender.auth import auth_enabled
 from recommender.catalog import Catalog, connect
+from recommender.catalog_map import MapCache
 from recommender.errors import ApiError, register_error_handlers
 from recommender.index import LiveIndex
 from recommender.metrics import init_metrics
@@ -28,6 +29,7 @@ class State:
     settings: Settings
     catalog: Catalog
     live: LiveIndex
+    maps: MapCache
     #: Wall clock for sale windows and event decay; tests inject their own.
     clock: Callable[[], float] = field(default=time.time)
 
@@ -37,20 +39,23 @@ def create_app(settings: Settings | None = None, clock: Callable[[], float] = ti
     settings = settings or Settings.from_env()
     # One request at a time per process: FAISS's OpenMP threads only add contention (3x slower here).
     faiss.omp_set_num_threads(1)
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder="web/static", static_url_path="/web")  # the map page's files
     app.json.sort_keys = False
     app.config["MAX_CONTENT_LENGTH"] = settings.max_image_bytes + 1024 * 1024
     catalog = Catalog(connect(settings.redis_url_or_default), settings.key_prefix)
-    live = LiveIndex(catalog, VersionStore(settings.data_dir), settings.sync_interval)
-    app.extensions["vistas"] = State(settings, catalog, live, clock)
+    store = VersionStore(settings.data_dir)
+    live = LiveIndex(catalog, store, settings.sync_interval)
+    app.extensions["vistas"] = State(settings, catalog, live, MapCache(store), clock)
     register_error_handlers(app)
     if not auth_enabled(settings):
         log.warning("NO API KEYS CONFIGURED: development mode, every endpoint (writes included) is open. "
                     "Set VISTAS_ADMIN_KEYS and VISTAS_CLIENT_KEYS in production.")
 
     from recommender.api import docs, health, items, search, topics, users
+    from recommender.api import map as map_api
+    from recommender.web import map_page
 
-    for blueprint in (health.bp, items.bp, topics.bp, users.bp, search.bp, docs.bp):
+    for blueprint in (health.bp, items.bp, topics.bp, users.bp, search.bp, docs.bp, map_api.bp, map_page.bp):
         app.register_blueprint(blueprint)
     init_metrics(app)
     try:

@@ -13,6 +13,7 @@ Keys (``P`` is the configured key prefix):
 * ``P:ingest``        stream of ``{id}``: items waiting to be tagged and indexed by a worker
 * ``P:user:<uid>:events`` list of JSON events ``{item, type, ts}``, newest first, capped
 * ``P:popularity``    sorted set item id -> summed event weight (cold-start recommendations)
+* ``P:map:<version>`` hash id -> float32 map row of an item placed on version's map after it was built
 """
 
 from __future__ import annotations
@@ -147,6 +148,9 @@ class Catalog:
     @property
     def _version_key(self) -> str:
         return f"{self.prefix}:version"
+
+    def _map_key(self, version: int) -> str:
+        return f"{self.prefix}:map:{version}"
 
     @property
     def changes_key(self) -> str:
@@ -306,6 +310,19 @@ class Catalog:
 
     def popular(self, n: int) -> list[tuple[str, float]]:
         return [(m.decode(), s) for m, s in self.r.zrevrange(self._popularity_key, 0, n - 1, withscores=True)]
+
+    # -- map positions of items added since a version was built -------------------------
+    def set_map_rows(self, version: int, rows: dict[str, np.ndarray]) -> None:
+        """Remember where items indexed after ``version`` was built sit on its map."""
+        if rows:
+            self.r.hset(self._map_key(version), mapping={
+                item_id: np.asarray(row, dtype=np.float32).tobytes() for item_id, row in rows.items()
+            })
+
+    def map_rows(self, version: int) -> dict[str, np.ndarray]:
+        """The rows :meth:`set_map_rows` stored for ``version`` (the map file holds the rest)."""
+        raw = self.r.hgetall(self._map_key(version))
+        return {k.decode(): np.frombuffer(v, dtype=np.float32).copy() for k, v in raw.items()}
 
     # -- versions and changes ----------------------------------------------------------
     def current_version(self) -> int:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from recommender.catalog_map import REPRESENTATIONS
+
 ID = {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"}
 NULLABLE_STR = {"type": ["string", "null"]}
 
@@ -76,6 +78,20 @@ SCHEMAS: dict[str, Any] = {
             "popular": {"type": "boolean"}}}}},
     "Results": {"type": "object", "required": ["items", "version"], "properties": {
         "items": {"type": "array", "items": _ref("Result")}, "version": {"type": "integer"}}},
+    "Map": {"type": "object", "required": [
+        "version", "representation", "count", "ids", "titles", "x", "y", "topics", "own_topics", "own_topic_names",
+        "photos", "thumbnail_url", "representations", "summary"], "properties": {
+        "version": {"type": "integer"}, "representation": {"type": "string", "enum": list(REPRESENTATIONS)},
+        "label": {"type": "string"}, "count": {"type": "integer"},
+        "ids": {"type": "array", "items": {"type": "string"}}, "titles": {"type": "array", "items": {"type": "string"}},
+        "x": {"type": "array", "items": {"type": "number"}}, "y": {"type": "array", "items": {"type": "number"}},
+        "topics": {"type": "array", "items": {"type": "integer"}, "description": "Dominant served topic, -1: none"},
+        "own_topics": {"type": ["array", "null"], "items": {"type": "integer"}},
+        "own_topic_names": {"type": ["array", "null"], "items": {"type": "string"}},
+        "photos": {"type": "array", "items": {"type": "integer", "enum": [0, 1]}},
+        "thumbnail_url": {"type": "string", "description": "URL template: replace {id}"},
+        "representations": {"type": "array", "items": {"type": "object", "required": ["id", "label", "available"]}},
+        "summary": {"type": "object", "required": ["text", "silhouette", "best"]}}},
     "ItemWrite": {"type": "object", "additionalProperties": False,
                   "anyOf": [{"required": ["image"]}, {"required": ["tags"]}], "properties": {
         "title": {"type": "string", "maxLength": 500}, "kind": {"type": "string", "maxLength": 64},
@@ -158,6 +174,23 @@ def spec() -> dict[str, Any]:
                     "type": "object", "required": ["photo"],
                     "properties": {"photo": {"type": "string", "format": "binary"}}}}}},
                 "responses": {**results, "413": _error("Photo too large"), "422": _error("Not a readable photo")}}},
+            "/v1/map": {"get": {
+                "summary": "The catalog map: every item's 2-D position, title and topic, as parallel arrays",
+                "parameters": [_param("representation", "query", {"type": "string", "enum": list(REPRESENTATIONS)},
+                                      "Which map; default: the one whose topics cluster best")],
+                "responses": {"200": _json(_ref("Map"), "The map"), **COMMON_ERRORS,
+                              "404": _error("This catalog has no such map (no photo features)"),
+                              "409": _error("The served version was built without a map")}}},
+            "/v1/items/{item_id}/thumbnail": {"get": {
+                "summary": "A small JPEG of the item's photo (256 px), with ETag and Cache-Control",
+                "parameters": [ITEM_ID],
+                "responses": {"200": {"description": "JPEG", "content": {"image/jpeg": {"schema": {
+                    "type": "string", "format": "binary"}}}},
+                    "304": {"description": "Not modified (If-None-Match matched the ETag)"}, **COMMON_ERRORS,
+                    "404": _error("Unknown item, or it has no readable photo")}}},
+            **{path: {"get": {"summary": "The catalog map page (HTML; it asks for a client key when keys are set)",
+                              "security": [], "responses": {"200": {"description": "The page", "content": {
+                                  "text/html": {"schema": {"type": "string"}}}}}}} for path in ("/", "/map")},
             "/metrics": {"get": {"summary": "Prometheus metrics", "security": [], "responses": {
                 "200": {"description": "Text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
         },

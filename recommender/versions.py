@@ -3,8 +3,10 @@
 ``DATA_DIR/versions/000001/`` holds ``manifest.json`` (what was built, when,
 from which point of the changes stream), ``index.faiss`` and ``ids.json``
 (the topic vectors and their item ids), ``topics.json`` (topic names and top
-tags, all the API needs) and ``model.joblib`` (the fitted topic model, for the
-indexer). A version is written into a temporary directory and renamed into
+tags, all the API needs), ``model.joblib`` (the fitted topic model, for the
+indexer), ``map.json`` (2-D positions of every item in three representations,
+for the map page) and ``map-model.joblib`` (what places new items on that map,
+for the indexer). A version is written into a temporary directory and renamed into
 place, so a reader never sees half of one.
 """
 
@@ -23,6 +25,8 @@ INDEX = "index.faiss"
 IDS = "ids.json"
 TOPICS = "topics.json"
 MODEL = "model.joblib"
+MAP = "map.json"
+MAP_MODEL = "map-model.joblib"
 
 
 class VersionStore:

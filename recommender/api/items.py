@@ -1,4 +1,4 @@
-"""Items: write, delete, read one, and the items most similar to it."""
+"""Items: write, delete, read one, its thumbnail, and the items most similar to it."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import io
 import json
 from pathlib import Path
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify, request, send_file
 from PIL import Image, UnidentifiedImageError
 
 from recommender.api.params import filters_arg, float_arg, int_arg, item_id_arg
@@ -15,11 +15,13 @@ from recommender.auth import require
 from recommender.catalog import DELETED, UPSERT, Item
 from recommender.errors import ApiError
 from recommender.recommend import similar_items
+from recommender.thumbnails import ThumbnailError, thumbnail
 from recommender.validation import item_from_body
 
 bp = Blueprint("items", __name__, url_prefix="/v1/items")
 TOPICS_PER_ITEM = 5
 PHOTO_FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif"}
+THUMBNAIL_MAX_AGE = 24 * 3600  # seconds; a changed photo gets a new ETag, so revalidation catches it
 
 
 def get_indexed_item(item_id: str) -> Item:
@@ -46,6 +48,20 @@ def item_topics(item: Item) -> list[dict]:
 def get_item(item_id: str):
     item = get_indexed_item(item_id)
     return jsonify({**item.public(), "topics": item_topics(item), "version": item.version or None})
+
+
+@bp.get("/<item_id>/thumbnail")
+@require("client")
+def get_thumbnail(item_id: str):
+    """A small JPEG of the item's photo, for the map page's hover cards."""
+    item = get_indexed_item(item_id)
+    if not item.image:
+        raise ApiError(404, "no_photo", f"item {item_id!r} has no photo")
+    try:
+        path, etag = thumbnail(state().settings, item.image)
+    except ThumbnailError as exc:
+        raise ApiError(404, "photo_unavailable", f"item {item_id!r}: {exc}") from None
+    return send_file(path, mimetype="image/jpeg", etag=etag, max_age=THUMBNAIL_MAX_AGE, conditional=True)
 
 
 @bp.get("/<item_id>/similar")
