@@ -24,14 +24,15 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 HEAD_FILE, LABELS_FILE, REPORT_FILE = "head.pt", "labels.json", "report.json"
-BATCH = 32
+#: Minibatch size: small catalogs need many small steps, large ones fewer big ones.
+MIN_BATCH, MAX_BATCH = 32, 512
 INPUT_DROPOUT = 0.2  # few examples per label: dropping features keeps the head from memorising
 
 
 class LabelHead(nn.Module):
     """features (dropout) -> hidden (ReLU, dropout) -> one logit per label."""
 
-    def __init__(self, feature_dim: int, n_labels: int, hidden: int = 512, dropout: float = 0.5):
+    def __init__(self, feature_dim: int, n_labels: int, hidden: int = 256, dropout: float = 0.5):
         super().__init__()
         self.net = nn.Sequential(nn.Dropout(INPUT_DROPOUT), nn.Linear(feature_dim, hidden), nn.ReLU(),
                                  nn.Dropout(dropout), nn.Linear(hidden, n_labels))
@@ -113,7 +114,7 @@ def _split(labels: np.ndarray, heldout: float, seed: int) -> tuple[np.ndarray, n
 
 def train_head(
     name: str, features: np.ndarray, labels: list[str], *, heldout: float = 0.2, seed: int = 0,
-    max_epochs: int = 300, patience: int = 20, on_epoch: Callable[[int, float], None] | None = None,
+    max_epochs: int = 100, patience: int = 8, on_epoch: Callable[[int, float], None] | None = None,
 ) -> tuple[Head, TrainReport]:
     """Train a head with class weights and early stopping; report accuracy on a held-out split.
 
@@ -140,16 +141,17 @@ def train_head(
     xs, yt = (x - shift) / scale, torch.from_numpy(y)
 
     # 1. find how many epochs generalise, watching the validation slice
-    best_epoch, best_score = 0, (-1.0, 0.0)
+    best_epoch, best_accuracy, best_loss = 0, -1.0, float("inf")
     for epoch, model in _epochs(xs, yt, train, len(names), max_epochs, seed):
         with torch.no_grad():
             logits = model.eval()(xs[val])
         val_loss = float(nn.functional.cross_entropy(logits, yt[val]))
-        score = (float((logits.argmax(dim=1) == yt[val]).float().mean()), -val_loss)  # accuracy, then loss
+        val_accuracy = float((logits.argmax(dim=1) == yt[val]).float().mean())
         if on_epoch:
             on_epoch(epoch, val_loss)
-        if score > best_score:
-            best_epoch, best_score = epoch, score
+        # Better = more accurate, or as accurate with a clearly (1%) lower loss; a crawl is not progress.
+        if val_accuracy > best_accuracy or (val_accuracy == best_accuracy and val_loss < best_loss * 0.99):
+            best_epoch, best_accuracy, best_loss = epoch, val_accuracy, val_loss
         elif epoch - best_epoch >= patience:
             break
     # 2. train on the whole training part (validation slice included) for that many epochs
@@ -161,7 +163,7 @@ def train_head(
     top5 = logits.topk(min(5, len(names)), dim=1).indices.numpy()
     accuracy = float((top5[:, 0] == y[test]).mean())
     top5_accuracy = float((top5 == y[test][:, None]).any(axis=1).mean())
-    baseline = LogisticRegression(max_iter=2000, class_weight="balanced")
+    baseline = LogisticRegression(max_iter=500, class_weight="balanced")
     baseline.fit(xs[fit].numpy(), y[fit])
     baseline_accuracy = float((baseline.predict(xs[test].numpy()) == y[test]).mean())
 
@@ -180,18 +182,19 @@ def train_head(
 def _epochs(
     xs: torch.Tensor, yt: torch.Tensor, rows: np.ndarray, n_labels: int, epochs: int, seed: int
 ) -> Iterator[tuple[int, LabelHead]]:
-    """Train a fresh head on ``rows`` (class-weighted, minibatches of 32), yielding it after each epoch."""
+    """Train a fresh head on ``rows`` (class-weighted minibatches), yielding it after each epoch."""
     torch.manual_seed(seed)
     counts = np.bincount(yt[rows].numpy(), minlength=n_labels).astype(np.float32)
     weights = np.where(counts > 0, len(rows) / (n_labels * np.maximum(counts, 1)), 0.0)
     loss_fn = nn.CrossEntropyLoss(weight=torch.from_numpy(weights).float())
     model = LabelHead(xs.shape[1], n_labels)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-2)
+    batch = min(MAX_BATCH, max(MIN_BATCH, len(rows) // 16))
     for epoch in range(1, epochs + 1):
         model.train()
         order = torch.from_numpy(rows)[torch.randperm(len(rows))]
-        for start in range(0, len(rows), BATCH):
-            idx = order[start:start + BATCH]
+        for start in range(0, len(rows), batch):
+            idx = order[start:start + batch]
             optimizer.zero_grad()
             loss_fn(model(xs[idx]), yt[idx]).backward()
             optimizer.step()
