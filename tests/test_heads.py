@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +17,7 @@ from recommender.catalog import Catalog, connect
 from recommender.settings import Settings
 from tests.conftest import DEMO, sample_rows
 
-VISTAS = [sys.executable, "-m", "indexer.cli"]
-
-
-def env_for(settings: Settings) -> dict[str, str]:
-    return {**os.environ, "REDIS_URL": settings.redis_url_or_default, "VISTAS_DATA_DIR": str(settings.data_dir),
-            "VISTAS_KEY_PREFIX": settings.key_prefix, "VISTAS_DEVICE": "cpu"}
+from tests.test_cli import VISTAS, env_for
 
 
 @pytest.fixture(scope="module")

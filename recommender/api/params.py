@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from flask import request
 
@@ -12,30 +14,26 @@ from recommender.index import LiveIndex
 from recommender.ranking import Filters
 
 MAX_EXCLUDE = 500
+N = TypeVar("N", int, float)
 
 
 def int_arg(name: str, default: int, low: int, high: int) -> int:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, "bad_parameter", f"{name} must be an integer from {low} to {high}, got {raw!r}") from None
-    if not low <= value <= high:
-        raise ApiError(400, "bad_parameter", f"{name} must be from {low} to {high}, got {value}")
-    return value
+    return _number_arg(name, default, low, high, int, "an integer")
 
 
 def float_arg(name: str, default: float, low: float, high: float) -> float:
+    return _number_arg(name, default, low, high, float, "a number")
+
+
+def _number_arg(name: str, default: N, low: N, high: N, kind: Callable[[str], N], noun: str) -> N:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
     try:
-        value = float(raw)
+        value = kind(raw)
     except ValueError:
-        raise ApiError(400, "bad_parameter", f"{name} must be a number from {low} to {high}, got {raw!r}") from None
-    if not low <= value <= high:
+        raise ApiError(400, "bad_parameter", f"{name} must be {noun} from {low} to {high}, got {raw!r}") from None
+    if not low <= value <= high:  # also refuses NaN
         raise ApiError(400, "bad_parameter", f"{name} must be from {low} to {high}, got {raw}")
     return value
 
