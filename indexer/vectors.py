@@ -1,0 +1,104 @@
+"""Serving vectors for freshly tagged items, written so they never land in the wrong version.
+
+A worker (or an inline ingest) transforms tags and features with the topic
+model of the version Redis calls current, then settles them with
+:meth:`Catalog.settle`, which refuses an outcome computed with a model that
+stopped being current meanwhile (a reindex flipped the pointer). Those items
+are transformed again with the new model, so an item indexed during a reindex
+lands in the new version, not in the one being retired.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from indexer.build import load_model
+from indexer.projection import place_items
+from indexer.topics import TopicModel
+from recommender.catalog import INDEX, SETTLED, STALE, Catalog, Message, Outcome
+from recommender.settings import Settings
+
+log = logging.getLogger(__name__)
+#: Reindexes that may flip the pointer while one batch is being written before we give up on it.
+MAX_STALE_ROUNDS = 5
+
+
+class NoVersionYet(RuntimeError):
+    """There is no topic model to transform with until the first index version is built."""
+
+
+@dataclass
+class Tagged:
+    """An item's tags (backbone labels merged with given tags) and features, ready for a vector."""
+
+    item_id: str
+    num: int
+    tags: list[tuple[str, float]]
+    features: np.ndarray | None
+    message: Message | None = None
+
+
+class CurrentModel:
+    """The topic model of the version Redis calls current, loaded once per version."""
+
+    def __init__(self, settings: Settings, catalog: Catalog):
+        self.settings = settings
+        self.catalog = catalog
+        self.version = 0
+        self.model: TopicModel | None = None
+
+    def get(self) -> tuple[int, TopicModel]:
+        version = self.catalog.current_version()
+        if version == 0:
+            raise NoVersionYet("no index version yet: build one with `vistas ingest PATH` or `vistas reindex`")
+        if version != self.version or self.model is None:
+            self.model, self.version = load_model(self.settings, version, self.catalog), version
+            log.info("using the topic model of index version %d", version)
+        return self.version, self.model
+
+
+def feature_matrix(tagged: Sequence[Tagged]) -> np.ndarray | None:
+    """The items' features as rows; zeros for items without a photo; None when none has one."""
+    dims = [t.features.shape[0] for t in tagged if t.features is not None]
+    if not dims:
+        return None
+    zeros = np.zeros(dims[0], dtype=np.float32)
+    return np.stack([t.features if t.features is not None else zeros for t in tagged])
+
+
+def transform(model: TopicModel, tagged: Sequence[Tagged]) -> np.ndarray:
+    """Serving vectors (items without a photo: the model works on their tags)."""
+    return model.transform([t.tags for t in tagged], feature_matrix(tagged))
+
+
+def index_tagged(catalog: Catalog, models: CurrentModel, tagged: Sequence[Tagged], consumer: str = "") -> list[str]:
+    """Give items vectors from the current model, settle them and place them on that version's map;
+    returns one settle code per item.
+
+    An item left ``STALE`` after :data:`MAX_STALE_ROUNDS` pointer flips is not written (its
+    message stays pending and is retried).
+    """
+    codes = [STALE] * len(tagged)
+    todo = list(range(len(tagged)))
+    for _ in range(MAX_STALE_ROUNDS):
+        version, model = models.get()
+        batch = [tagged[i] for i in todo]
+        vectors = transform(model, batch)
+        outcomes = [
+            Outcome(INDEX, t.item_id, t.num, t.tags, vector, t.features, message=t.message)
+            for t, vector in zip(batch, vectors)
+        ]
+        for i, code in zip(todo, catalog.settle(outcomes, consumer, version)):
+            codes[i] = code
+        settled = [t for t, i in zip(batch, todo) if codes[i] == SETTLED]
+        place_items(models.settings, catalog, version, [t.item_id for t in settled], [t.tags for t in settled],
+                    feature_matrix(settled))
+        todo = [i for i in todo if codes[i] == STALE]
+        if not todo:
+            break
+        log.info("index version changed while indexing: transforming %d items again", len(todo))
+    return codes

@@ -1,0 +1,278 @@
+"""`vistas worker`: tag queued photos, index them, acknowledge them.
+
+Workers form one Redis Streams consumer group (``indexers``) on the ingest
+stream (new and replaced items) and the retag stream (a distributed reindex),
+so any number of them, on any number of machines, share the work and each
+message goes to one of them. A worker:
+
+1. takes a window of messages: up to ``worker_batch`` photos, or what arrived
+   within ``worker_batch_ms`` of the first one;
+2. tags the photos on its best device, transforms them with the current
+   topic model, and settles each message atomically (item written, change
+   announced, message acknowledged: :meth:`Catalog.settle`);
+3. beats a heartbeat, and now and then trims the streams and claims messages
+   other workers left pending for ``claim_idle_s`` (they died: ``XAUTOCLAIM``).
+   While a window is in hand its messages are touched every third of that
+   time, so a slow batch is never mistaken for a dead worker.
+
+A message that failed before is retried alone, so one bad photo cannot sink
+its neighbours; after ``max_attempts`` deliveries it goes to the dead letters
+and its item is marked failed with the reason. An unreadable photo fails at
+once (retrying cannot fix it). SIGTERM (or Ctrl-C) finishes the current window
+and exits; a SIGKILLed worker's messages are claimed by the others, or by
+itself when restarted under the same ``--name``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import redis
+
+from indexer.images import ImageError
+from indexer.ingest import merge_tags
+from indexer.tagger import Tagger, Tagging
+from indexer.vectors import CurrentModel, NoVersionYet, Tagged, index_tagged
+from recommender.catalog import DELETED, FAIL, GONE, RETAG, SETTLED, SKIP, Catalog, Item, Message, Outcome
+from recommender.settings import Settings
+
+log = logging.getLogger(__name__)
+HEARTBEAT_S = 2.0
+#: Heartbeats (and group consumers without pending work) older than this are removed.
+FORGET_AFTER_S = 24 * 3600.0
+TRIM_EVERY_S = 10.0
+#: Longest wait on an empty stream, so heartbeats and SIGTERM are never held up for long.
+IDLE_BLOCK_MS = 1000
+#: Longest pause after a Redis error before trying again.
+MAX_BACKOFF_S = 5.0
+
+
+@dataclass
+class WorkerStats:
+    """What a worker has done since it started (also in its heartbeat)."""
+
+    indexed: int = 0
+    retagged: int = 0
+    failed: int = 0
+    windows: int = 0
+
+
+class Worker:
+    """One indexer worker; :meth:`run` loops until SIGTERM (or, with ``burst``, until the queue is empty)."""
+
+    def __init__(
+        self, settings: Settings, catalog: Catalog, tagger: Tagger | None = None, name: str | None = None,
+        burst: bool = False,
+    ):
+        self.settings = settings
+        self.catalog = catalog
+        self.tagger = tagger
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.burst = burst
+        self.models = CurrentModel(settings, catalog)
+        self.stats = WorkerStats()
+        self.started = time.time()
+        self._stop = threading.Event()
+        self._cursors: dict[str, str] = {}
+        self._recovering = True  # first look at our own pending messages (a restart under the same name)
+        self._next_beat = self._next_claim = self._next_trim = 0.0
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def stop(self, *_: object) -> None:
+        """Finish the current window, then leave :meth:`run` (SIGTERM and Ctrl-C call this)."""
+        if not self._stop.is_set():
+            log.info("worker %s: stopping after the current batch", self.name)
+        self._stop.set()
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.stop()
+        signal.signal(signum, signal.SIG_DFL)  # a second one stops at once
+
+    def run(self) -> WorkerStats:
+        """Process windows of messages until stopped; Redis outages are waited out, not fatal."""
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
+        if self.tagger is None:
+            self.tagger = Tagger(self.settings)
+        log.info("worker %s: started (device %s, windows of %d photos or %d ms)", self.name, self.tagger.device,
+                 self.settings.worker_batch, self.settings.worker_batch_ms)
+        backoff = 0.0
+        while not self._stop.is_set():
+            try:
+                self._chores()
+                messages = self._next_window()
+                if messages:
+                    self.process(messages)
+                elif self.burst:
+                    break
+                backoff = 0.0
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                backoff = min(MAX_BACKOFF_S, max(0.2, backoff * 2))
+                log.warning("worker %s: Redis unreachable (%s); retrying in %.1fs", self.name, exc, backoff)
+                self._recovering = True
+                self._stop.wait(backoff)
+        self._leave()
+        log.info("worker %s: stopped; %s", self.name, self.stats)
+        return self.stats
+
+    def _leave(self) -> None:
+        try:
+            self.catalog.forget_worker(self.name)
+        except redis.RedisError as exc:
+            log.warning("worker %s: could not remove its heartbeat (%s)", self.name, exc)
+
+    def _chores(self) -> None:
+        if self._recovering:  # at start, and after an outage (a Redis that lost its data lost the group)
+            self.catalog.ensure_queues()
+        now = time.monotonic()
+        if now >= self._next_beat:
+            self._next_beat = now + HEARTBEAT_S
+            self.catalog.heartbeat(self.name, {
+                "host": socket.gethostname(), "pid": os.getpid(), "device": str(getattr(self.tagger, "device", "")),
+                "started": self.started, **asdict(self.stats),
+            })
+        if now >= self._next_trim:
+            self._next_trim = now + TRIM_EVERY_S
+            self.catalog.trim_queues()
+            self.catalog.prune_workers(FORGET_AFTER_S)
+
+    # -- taking messages -------------------------------------------------------------------
+    def _next_window(self) -> list[Message]:
+        """Our own unsettled messages first (after a restart or an outage), then ones dead workers
+        left, then new ones: up to ``worker_batch``, waiting ``worker_batch_ms`` for more."""
+        size = self.settings.worker_batch
+        if self._recovering:  # once; any rest of them is claimed once idle, like a dead worker's
+            self._recovering = False
+            mine = self.catalog.own_pending(self.name, size)
+            if mine:
+                log.info("worker %s: taking up %d messages it had not settled", self.name, len(mine))
+                return mine
+        now = time.monotonic()
+        if now >= self._next_claim:
+            self._next_claim = now + min(5.0, self.settings.claim_idle_s / 2)
+            claimed = self.catalog.claim_stale(self.name, int(self.settings.claim_idle_s * 1000), size, self._cursors)
+            if claimed:
+                log.info("worker %s: claimed %d messages left pending by stopped workers", self.name, len(claimed))
+                return claimed
+        ingest = self.catalog.current_version() > 0  # new items need a topic model; re-tagging does not
+        messages = self.catalog.read_queue(self.name, size, None if self.burst else IDLE_BLOCK_MS, ingest)
+        deadline = time.monotonic() + self.settings.worker_batch_ms / 1000
+        while messages and len(messages) < size:
+            left_ms = int((deadline - time.monotonic()) * 1000)
+            if left_ms <= 0:
+                break
+            more = self.catalog.read_queue(self.name, size - len(messages), left_ms, ingest)
+            if not more:
+                break
+            messages += more
+        return messages
+
+    # -- processing a window ---------------------------------------------------------------
+    def process(self, messages: Sequence[Message]) -> None:
+        """Tag, index and settle one window of messages, keeping them claimed meanwhile."""
+        done = threading.Event()
+        keeper = threading.Thread(target=self._keep_claimed, args=(messages, done), daemon=True,
+                                  name=f"{self.name}-keep-claimed")
+        keeper.start()
+        try:
+            self._process(messages)
+        finally:
+            done.set()
+            keeper.join()
+
+    def _keep_claimed(self, messages: Sequence[Message], done: threading.Event) -> None:
+        """However long a window takes, its messages never look idle: only a dead worker's are claimed."""
+        while not done.wait(self.settings.claim_idle_s / 3):
+            try:
+                self.catalog.keep_claimed(self.name, messages)
+            except redis.RedisError as exc:
+                log.warning("worker %s: could not keep its messages claimed (%s)", self.name, exc)
+
+    def _process(self, messages: Sequence[Message]) -> None:
+        started = time.monotonic()
+        self.stats.windows += 1
+        items = self.catalog.get_many(m.item_id for m in messages if m.item_id)
+        by_id = {item.id: item for item in items if item is not None}
+        fails, photos, tag_only = [], [], []  # fails: settled without tagging (SKIP for gone items)
+        for m in messages:
+            item = by_id.get(m.item_id)
+            if item is None or item.status == DELETED:
+                fails.append(Outcome(SKIP, m.item_id, 0, message=m))
+            elif m.deliveries > self.settings.max_attempts:
+                last = item.reason or "the worker indexing it stopped (killed or crashed)"
+                fails.append(Outcome(FAIL, item.id, item.num, reason=(
+                    f"gave up after {m.deliveries - 1} attempts; last: {last}"), message=m))
+            elif item.image:
+                photos.append((m, item))
+            else:
+                tag_only.append(Tagged(item.id, item.num, merge_tags([], item.given_tags), None, m))
+        tagged = tag_only + self._tag(photos, fails)
+        self._settle(tagged, fails)
+        failed = sum(o.op == FAIL for o in fails)
+        self.stats.failed += failed
+        log.info("worker %s: %d messages in %.2fs (%d tagged, %d failed, %d gone)", self.name, len(messages),
+                 time.monotonic() - started, len(tagged), failed, len(fails) - failed)
+
+    def _tag(self, photos: list[tuple[Message, Item]], fails: list[Outcome]) -> list[Tagged]:
+        """Tag photos: first-time messages together, retried ones each alone. Unreadable photos
+        become FAIL outcomes; an unexpected error leaves its group pending (noted on the items)."""
+        assert self.tagger is not None
+        fresh = [p for p in photos if p[0].deliveries == 1]
+        groups = ([fresh] if fresh else []) + [[p] for p in photos if p[0].deliveries > 1]
+        tagged: list[Tagged] = []
+        for group in groups:
+            by_key = {m.id: (m, item) for m, item in group}
+            try:
+                results: list[tuple[str, Tagging | ImageError]] = list(
+                    self.tagger.tag((m.id, Path(item.image)) for m, item in group))
+            except Exception as exc:  # noqa: BLE001 - kept pending, retried alone, dead-lettered if it persists
+                self._note_error([item for _, item in group], f"tagging failed: {exc!r}")
+                continue
+            for key, result in results:
+                m, item = by_key[key]
+                if isinstance(result, ImageError):
+                    fails.append(Outcome(FAIL, item.id, item.num, reason=str(result), message=m))
+                else:
+                    tagged.append(Tagged(item.id, item.num, merge_tags(result.labels, item.given_tags),
+                                         result.features, m))
+        return tagged
+
+    def _settle(self, tagged: list[Tagged], fails: list[Outcome]) -> None:
+        retag = [t for t in tagged if t.message is not None and t.message.job]
+        index = [t for t in tagged if t.message is None or not t.message.job]
+        outcomes = fails + [Outcome(RETAG, t.item_id, t.num, t.tags, features=t.features, message=t.message)
+                            for t in retag]
+        codes = self.catalog.settle(outcomes, self.name)
+        self.stats.retagged += sum(c == SETTLED for o, c in zip(outcomes, codes) if o.op == RETAG)
+        if not index:
+            return
+        try:
+            codes = index_tagged(self.catalog, self.models, index, self.name)
+        except NoVersionYet:
+            log.warning("worker %s: the index version disappeared; leaving %d items queued", self.name, len(index))
+            return
+        except (redis.ConnectionError, redis.TimeoutError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - e.g. features the model cannot take; retried, then dead-lettered
+            self._note_error(self.catalog.get_many(t.item_id for t in index), f"indexing failed: {exc!r}")
+            return
+        self.stats.indexed += sum(c == SETTLED for c in codes)
+        if any(c not in (SETTLED, GONE) for c in codes):
+            log.info("worker %s: %d messages were claimed by another worker or outpaced by reindexes",
+                     self.name, sum(c not in (SETTLED, GONE) for c in codes))
+
+    def _note_error(self, items: Sequence[Item | None], error: str) -> None:
+        log.error("worker %s: %s (items %s); they stay queued and are retried",
+                  self.name, error, ", ".join(i.id for i in items if i is not None))
+        for item in items:
+            if item is not None:
+                self.catalog.note_error(item.id, error)

@@ -1,0 +1,297 @@
+"""Indexer workers on the ingest stream: real Redis, real model, real photos, real processes."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import requests
+
+from indexer.embedded_redis import EmbeddedRedis
+from indexer.ingest import ingest
+from indexer.manifest import Entry, read_catalog
+from indexer.tagger import Tagger
+from indexer.worker import Worker
+from recommender.app import create_app
+from recommender.catalog import INDEXERS, Catalog, Item, connect
+from recommender.index import LiveIndex
+from recommender.settings import Settings
+from recommender.versions import VersionStore
+from tests.conftest import DEMO, sample_rows, write_manifest
+from tests.test_cli import VISTAS, env_for, free_port, start_api, stop
+
+TAGS = ["beach", "sea", "sand", "snow", "mountain", "ski", "city", "tower", "bridge", "forest", "river", "boat"]
+
+
+def tag_only(item_id: str, rng: random.Random) -> Entry:
+    return Entry(Item(id=item_id, title=item_id, given_tags=rng.sample(TAGS, 3)), None)
+
+
+def photo_item(item_id: str, row: dict[str, str]) -> Item:
+    return Item(id=item_id, title=row["title"], category=row["category"], image=str(DEMO / row["image"]))
+
+
+def build_first_version(settings: Settings, catalog: Catalog, tagger: Tagger, tmp_path: Path, rows: int = 12) -> None:
+    """Version 1 from a few real photos plus tag-only items, inline."""
+    ingest(read_catalog(write_manifest(sample_rows()[:rows], tmp_path / "v1")), settings, catalog, tagger,
+           progress=False)
+    rng = random.Random(1)
+    ingest([tag_only(f"base-{i}", rng) for i in range(20)], settings, catalog, tagger, progress=False)
+
+
+def start_worker(settings: Settings, log: Path, **env: str) -> subprocess.Popen:
+    full_env = {**env_for(settings), "VISTAS_WORKER_BATCH_MS": "50", **env}
+    return subprocess.Popen([*VISTAS, "worker"], env=full_env, stdout=subprocess.DEVNULL,
+                            stderr=log.open("a"))
+
+
+def wait_for(condition, timeout: float, what: str, step: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = condition()
+            if value:
+                return value
+        except redis.ConnectionError:
+            pass
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def statuses(catalog: Catalog, ids: list[str]) -> Counter:
+    return Counter(fields["status"] or "missing" for fields in catalog.filter_fields(ids))
+
+
+def consumer_pending(catalog: Catalog, name: str) -> int:
+    return sum(c["pending"] for key in catalog.queue_keys for c in catalog.r.xinfo_consumers(key, INDEXERS)
+               if c["name"].decode() == name)
+
+
+@pytest.fixture
+def worker_log(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "workers.log"
+    yield path
+    if path.exists():
+        print(path.read_text()[-5000:])  # shown by pytest when the test failed
+
+
+def test_worker_tags_indexes_and_the_api_serves_at_once(
+    settings: Settings, catalog: Catalog, tagger: Tagger, tmp_path: Path
+) -> None:
+    build_first_version(settings, catalog, tagger, tmp_path)
+    client = create_app(settings).test_client()
+    eiffel = next(r for r in sample_rows() if r["id"] == "landmark-eiffeltower")
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff" + b"\x00" * 5000)
+    catalog.put(photo_item("eiffel-again", eiffel))
+    catalog.put(Item(id="broken", title="broken", image=str(corrupt)))
+    catalog.put(Item(id="tags-only", title="tags", given_tags=["beach", "sea"]))
+    for item_id in ("eiffel-again", "broken", "tags-only"):
+        catalog.enqueue(item_id)
+
+    stats = Worker(settings, catalog, tagger=tagger, burst=True).run()
+
+    assert (stats.indexed, stats.failed) == (2, 1)
+    body = client.get("/v1/items/landmark-eiffeltower/similar?k=3").get_json()
+    assert body["items"][0]["id"] == "eiffel-again"  # the same photo: the nearest item, no restart needed
+    assert catalog.get("tags-only").status == "indexed"
+    broken = catalog.get("broken")
+    assert broken.status == "failed" and "not an image" in broken.reason
+    dead = catalog.dead_letters()
+    assert [d["id"] for d in dead] == ["broken"] and dead[0]["reason"] == broken.reason
+    queues = catalog.queue_stats()
+    assert queues[catalog.ingest_key]["waiting"] == 0 and queues[catalog.ingest_key]["pending"] == 0
+    assert catalog.workers() == []  # a worker that exits removes its heartbeat
+
+
+class Flaky:
+    """A tagger that crashes (not an unreadable photo: a device error) on one photo."""
+
+    def __init__(self, tagger: Tagger, poison: str):
+        self.tagger, self.poison, self.device = tagger, poison, tagger.device
+
+    def tag(self, sources):
+        sources = list(sources)
+        if any(Path(src).name == self.poison for _, src in sources):
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return self.tagger.tag(sources)
+
+
+def test_a_photo_that_keeps_failing_is_retried_alone_then_dead_lettered(
+    settings: Settings, catalog: Catalog, tagger: Tagger, tmp_path: Path
+) -> None:
+    build_first_version(settings, catalog, tagger, tmp_path)
+    rows = sample_rows()[20:24]
+    for i, row in enumerate(rows):
+        catalog.put(photo_item(f"new-{i}", row))
+        catalog.enqueue(f"new-{i}")
+    poison = Path(rows[1]["image"]).name
+    settings = settings.with_(claim_idle_s=0.2, max_attempts=3)
+    for _ in range(6):  # one worker restarted (as after a crash): it claims its stale messages each time
+        Worker(settings, catalog, tagger=Flaky(tagger, poison), name="w", burst=True).run()
+        time.sleep(0.3)
+
+    states = {i: catalog.get(f"new-{i}") for i in range(4)}
+    assert [states[i].status for i in (0, 2, 3)] == ["indexed"] * 3  # its batch-mates were retried alone
+    assert states[1].status == "failed"
+    assert "gave up after 3 attempts" in states[1].reason and "illegal memory access" in states[1].reason
+    assert [d["id"] for d in catalog.dead_letters()] == ["new-1"]
+    queues = catalog.queue_stats()[catalog.ingest_key]
+    assert queues["pending"] == 0 and queues["waiting"] == 0
+
+
+def test_sigterm_finishes_the_current_batch_then_exits(
+    settings: Settings, catalog: Catalog, tagger: Tagger, tmp_path: Path, worker_log: Path
+) -> None:
+    build_first_version(settings, catalog, tagger, tmp_path)
+    rows = sample_rows()
+    for i in range(40):
+        catalog.put(photo_item(f"p-{i}", rows[i % len(rows)]))
+        catalog.enqueue(f"p-{i}")
+    proc = start_worker(settings, worker_log, VISTAS_WORKER_BATCH="8")
+    try:
+        name = wait_for(lambda: [w["name"] for w in catalog.workers()], 60, "the worker's heartbeat")[0]
+        wait_for(lambda: consumer_pending(catalog, name) > 0, 30, "a batch in progress", step=0.01)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert consumer_pending(catalog, name) == 0  # the batch it had was finished and acknowledged
+    counts = statuses(catalog, [f"p-{i}" for i in range(40)])
+    assert counts["indexed"] >= 8 and counts["indexed"] % 8 == 0 and counts["indexed"] + counts["queued"] == 40
+    assert catalog.queue_stats()[catalog.ingest_key]["waiting"] == counts["queued"]  # the rest waits, not lost
+    assert catalog.workers() == []
+
+
+def test_an_item_written_through_the_api_is_recommendable_within_2s_and_gone_at_once_when_deleted(
+    settings: Settings, catalog: Catalog, tagger: Tagger, tmp_path: Path, worker_log: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    build_first_version(settings, catalog, tagger, tmp_path)
+    monkeypatch.setenv("VISTAS_IMAGE_ROOT", str(DEMO))  # photos named by path in writes live here
+    monkeypatch.setenv("VISTAS_SYNC_INTERVAL", "0.5")
+    port = free_port()
+    worker = start_worker(settings, worker_log)
+    api = start_api(settings, port)
+    base = f"http://127.0.0.1:{port}/v1/items"
+    try:
+        wait_for(catalog.workers, 60, "the worker's heartbeat")
+        eiffel = next(r for r in sample_rows() if r["id"] == "landmark-eiffeltower")
+        written = time.monotonic()
+        put = requests.put(f"{base}/eiffel-copy", json={"title": "Eiffel again", "image": eiffel["image"]},
+                           timeout=5)
+        assert put.status_code == 202, put.text
+
+        def served() -> bool:
+            answer = requests.get(f"{base}/landmark-eiffeltower/similar?k=3", timeout=5)
+            assert answer.status_code == 200
+            return "eiffel-copy" in [r["id"] for r in answer.json()["items"]]
+
+        wait_for(served, 10, "the new item in similar answers", step=0.05)
+        latency = time.monotonic() - written
+        assert latency <= 2.0, f"took {latency:.2f}s"
+
+        assert requests.delete(f"{base}/eiffel-copy", timeout=5).status_code == 204
+        for _ in range(30):  # both API processes: the one that deleted, and the other one
+            answer = requests.get(f"{base}/landmark-eiffeltower/similar?k=3", timeout=5).json()
+            assert "eiffel-copy" not in [r["id"] for r in answer["items"]]
+    finally:
+        stop(api)
+        worker.terminate()
+        worker.wait(30)
+
+
+def test_2000_items_survive_two_killed_workers_and_a_redis_restart(
+    tagger: Tagger, tmp_path: Path, worker_log: Path
+) -> None:
+    server = EmbeddedRedis(tmp_path / "redis", persist=True).start()
+    settings = Settings(redis_url=server.url, data_dir=tmp_path / "data", key_prefix="fault", n_topics=10)
+    catalog = Catalog(connect(server.url), "fault")
+    workers: list[subprocess.Popen] = []
+    stopped = threading.Event()
+    try:
+        build_first_version(settings, catalog, tagger, tmp_path)
+        base_ids = catalog.ids()
+        env = {"VISTAS_CLAIM_IDLE": "2", "VISTAS_WORKER_BATCH": "40"}
+        workers += [start_worker(settings, worker_log, **env) for _ in range(2)]
+        wait_for(lambda: len(catalog.workers()) == 2, 90, "two workers' heartbeats")
+        names = {w["pid"]: w["name"] for w in catalog.workers()}
+
+        ids = [f"item-{i:04d}" for i in range(2000)]
+        rows, rng = sample_rows(), random.Random(7)
+        producer_errors: list[BaseException] = []
+
+        def produce() -> None:
+            writer = Catalog(connect(server.url), "fault")
+            for i, item_id in enumerate(ids):
+                entry = tag_only(item_id, rng)
+                item = photo_item(item_id, rows[i % len(rows)]) if i % 25 == 0 else entry.item
+                while not stopped.is_set():
+                    try:
+                        writer.put(item)
+                        writer.enqueue(item_id)
+                        break
+                    except redis.ConnectionError:  # Redis is restarting: the client retries, as a real one would
+                        time.sleep(0.1)
+                time.sleep(0.005)
+
+        def run_producer() -> None:
+            try:
+                produce()
+            except BaseException as exc:  # noqa: BLE001 - reported by the test thread
+                producer_errors.append(exc)
+
+        producer = threading.Thread(target=run_producer, daemon=True)
+        producer.start()
+
+        def indexed(n: int, what: str) -> None:
+            wait_for(lambda: statuses(catalog, ids)["indexed"] >= n, 60, what, step=0.5)
+
+        def kill_mid_batch(proc: subprocess.Popen) -> None:
+            wait_for(lambda: consumer_pending(catalog, names[proc.pid]) > 0, 30, "a batch in progress", step=0.02)
+            proc.kill()
+            proc.wait()
+            workers.append(start_worker(settings, worker_log, **env))
+
+        indexed(300, "300 items indexed")
+        kill_mid_batch(workers[0])
+        indexed(900, "900 items indexed")
+        server.stop()
+        time.sleep(1.0)
+        server.start()
+        indexed(1400, "1400 items indexed")
+        kill_mid_batch(workers[1])
+        producer.join(60)
+        assert not producer_errors and not producer.is_alive()
+
+        indexed(len(ids), "every item indexed")
+        queues = catalog.queue_stats()
+        assert (queues[catalog.ingest_key]["waiting"], queues[catalog.ingest_key]["pending"]) == (0, 0)  # no limbo
+        assert queues[catalog.dead_key]["length"] == 0
+
+        live = LiveIndex(catalog, VersionStore(settings.data_dir), 0.0)
+        live.sync(force=True)
+        assert live.index is not None
+        assert sorted(live.index.ids.values()) == sorted(base_ids + ids)  # each item in the index exactly once
+        assert live.index.faiss.ntotal == len(base_ids) + len(ids)
+        upserts = Counter(c["id"] for _, c in catalog.changes_after("0-0", count=100_000) if c["op"] == "upsert")
+        assert set(upserts) >= set(ids)
+        assert sum(n - 1 for n in upserts.values()) <= 2  # indexed once each, but for a message retried at the restart
+    finally:
+        stopped.set()
+        for proc in workers:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        server.stop()
+        shutil.rmtree(tmp_path / "redis", ignore_errors=True)
