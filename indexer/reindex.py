@@ -5,7 +5,8 @@
    and features stored at indexing time are used instead);
 2. **fit**: the topic model, on a random sample of ``fit_sample`` items;
 3. **transform**: every item, in chunks, so memory stays flat at a million;
-4. **write**: version N+1's directory (FAISS index, model, topics) next to N;
+4. **write**: the catalog map of the sample, then version N+1's directory
+   (FAISS index, model, topics, map) next to N;
 5. **publish**: flip the ``current`` pointer (API processes load N+1 in the
    background and swap between requests), then give every item its N+1
    vector in Redis. Items written while the build ran are not lost: the build
@@ -34,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from indexer.build import load_model, next_version, write_version
+from indexer.build import lay_out, load_model, new_topic_model, next_version, write_version
 from indexer.images import ImageError
 from indexer.ingest import merge_tags
 from indexer.tagger import Tagger
@@ -69,6 +70,15 @@ class ReindexReport:
 
 
 @dataclass
+class Sample:
+    """The items the topic model was fitted on (and the map is laid out from), with their vectors."""
+
+    tagged: list[Tagged]
+    features: np.ndarray | None
+    vectors: np.ndarray
+
+
+@dataclass
 class Built:
     """The items a version was built from: their ids, numbers, ``updated_at`` as read, vectors."""
 
@@ -90,6 +100,7 @@ class Reindex:
         self.job = uuid.uuid4().hex[:12]
         self.report = ReindexReport()
         self.changes_from = "0-0"
+        self._sample: Sample | None = None
         self._started = time.monotonic()
 
     def run(self, reuse_features: bool = False, distributed: bool = False) -> ReindexReport:
@@ -151,11 +162,13 @@ class Reindex:
         if not rows:
             raise ReindexError("no indexed items to build from: ingest a catalog first")
         tagged = [_tagged(r) for r in rows]
-        model = TopicModel(n_topics=self.settings.n_topics)
-        model.fit([t.tags for t in tagged], feature_matrix(tagged))
+        model = new_topic_model(self.settings, self.catalog)
+        features = feature_matrix(tagged)
+        vectors = model.fit([t.tags for t in tagged], features)
         self.report.phases["fit"] = time.monotonic() - started
         log.info("reindex %s: fitted %d topics on %d items in %.1fs", self.job, model.n_topics, len(rows),
                  self.report.phases["fit"])
+        self._sample = Sample(tagged, features, vectors)
         return model
 
     def transform(self, model: TopicModel, reuse_features: bool) -> Built:
@@ -182,13 +195,23 @@ class Reindex:
         return built
 
     def write(self, model: TopicModel, built: Built) -> int:
-        """Write version N+1 next to the current one (nothing is served from it yet)."""
+        """Lay out the map of the sample the model was fitted on (a map shows tens of thousands of
+        points, not millions; later items are placed on it), then write version N+1 next to the
+        current one: nothing is served from it yet."""
+        started = time.monotonic()
+        self._phase("mapping")
+        sample = self._sample
+        assert sample is not None, "fit() comes first"
+        t = sample.tagged
+        layout = lay_out(self.settings, self.catalog, [x.item_id for x in t], [x.num for x in t], [x.tags for x in t],
+                         sample.features, sample.vectors)
+        self.report.phases["map"] = time.monotonic() - started
         started = time.monotonic()
         self._phase("writing")
         version = next_version(self.settings, self.catalog)
         index = TopicIndex(model.n_topics)
         index.upsert(built.nums, built.ids, built.vectors)
-        write_version(self.settings, self.catalog, version, model, index, self.changes_from,
+        write_version(self.settings, self.catalog, version, model, index, layout, self.changes_from,
                       time.monotonic() - self._started, job=self.job)
         self.report.phases["write"] = time.monotonic() - started
         return version
