@@ -35,9 +35,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import redis
 
-from indexer.images import ImageError
+from indexer.images import CROP_SIZE, ImageError
 from indexer.ingest import merge_tags
 from indexer.tagger import Tagger, Tagging
 from indexer.vectors import CurrentModel, NoVersionYet, Tagged, index_tagged
@@ -103,6 +104,8 @@ class Worker:
             signal.signal(signal.SIGINT, self._on_signal)
         if self.tagger is None:
             self.tagger = Tagger(self.settings)
+            self.tagger.tag_arrays(np.zeros((1, CROP_SIZE, CROP_SIZE, 3), dtype=np.uint8))  # first pass is slow
+        self._load_model()
         log.info("worker %s: started (device %s, windows of %d photos or %d ms)", self.name, self.tagger.device,
                  self.settings.worker_batch, self.settings.worker_batch_ms)
         backoff = 0.0
@@ -123,6 +126,13 @@ class Worker:
         self._leave()
         log.info("worker %s: stopped; %s", self.name, self.stats)
         return self.stats
+
+    def _load_model(self) -> None:
+        """Load the current topic model now, not while the first photo waits on it."""
+        try:
+            self.models.get()
+        except (NoVersionYet, FileNotFoundError):
+            pass  # nothing to load yet; the first window loads it
 
     def _leave(self) -> None:
         try:

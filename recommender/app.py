@@ -44,7 +44,7 @@ def create_app(settings: Settings | None = None, clock: Callable[[], float] = ti
     app.config["MAX_CONTENT_LENGTH"] = settings.max_image_bytes + 1024 * 1024
     catalog = Catalog(connect(settings.redis_url_or_default), settings.key_prefix)
     store = VersionStore(settings.data_dir)
-    live = LiveIndex(catalog, store, settings.sync_interval)
+    live = LiveIndex(catalog, store)
     app.extensions["vistas"] = State(settings, catalog, live, MapCache(store), clock)
     register_error_handlers(app)
     if not auth_enabled(settings):
@@ -59,7 +59,7 @@ def create_app(settings: Settings | None = None, clock: Callable[[], float] = ti
         app.register_blueprint(blueprint)
     init_metrics(app)
     try:
-        live.sync(force=True)
+        live.sync()
     except Exception as exc:  # noqa: BLE001 - the API starts anyway; /readyz says why it is not ready
         log.warning("index not loaded at start (%s); will retry on requests", exc)
     return app

@@ -114,7 +114,7 @@ class LiveIndex:
     """The version an API process serves, kept current from Redis.
 
     ``sync`` runs before each query and costs one round trip when nothing
-    changed (at most once per ``sync_interval``): it applies the changes
+    changed: it applies the changes
     stream (upserts, deletes) written since the snapshot, so items indexed
     after the version was built are served too, a delete made through any
     process is seen by every process, and the cached item summaries are never
@@ -125,15 +125,13 @@ class LiveIndex:
     first, when there is nothing to serve yet).
     """
 
-    def __init__(self, catalog: Catalog, store: VersionStore, sync_interval: float):
+    def __init__(self, catalog: Catalog, store: VersionStore):
         self.catalog = catalog
         self.store = store
-        self.sync_interval = sync_interval
         self._served: Served | None = None
         self._loaded: Served | None = None  # loaded in the background, waiting for the next sync
         self._loading = 0  # the version being loaded in the background
         self._missing = 0  # a current version whose directory is missing (logged once)
-        self._last_sync = 0.0
         self._lock = threading.RLock()
 
     @property
@@ -156,17 +154,12 @@ class LiveIndex:
     def eligibility(self) -> Eligibility:
         return self._served.eligibility if self._served else Eligibility()
 
-    def sync(self, force: bool = False) -> None:
-        """Swap in a version loaded meanwhile, then catch up with Redis (rate-limited unless forced)."""
-        now = time.monotonic()
+    def sync(self) -> None:
+        """Swap in a version loaded meanwhile, then catch up with Redis."""
         with self._lock:
-            swapped = self._loaded is not None
-            if swapped:
+            if self._loaded is not None:
                 old, self._served, self._loaded = self.version, self._loaded, None
                 log.info("now serving index version %d (was %d)", self.version, old)
-            if not (force or swapped) and now - self._last_sync < self.sync_interval:
-                return
-            self._last_sync = now
             if self._served is None:
                 current, changes = self.catalog.current_version(), []
             else:

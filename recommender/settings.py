@@ -41,8 +41,6 @@ class Settings:
     max_image_bytes: int = 25 * 1024 * 1024
     #: Largest k a client may ask for.
     max_k: int = 100
-    #: Least seconds between an API process's checks for index changes (0: before every query).
-    sync_interval: float = 0.0
     #: Photos named by path in item writes must lie under this directory (None: paths refused).
     image_root: Path | None = None
     #: API keys for writes (items); any of them also works for reads. Empty: no auth (development).
@@ -114,7 +112,6 @@ _ENV: dict[str, tuple[str, Any]] = {
     "max_image_pixels": ("VISTAS_MAX_IMAGE_PIXELS", int),
     "max_image_bytes": ("VISTAS_MAX_IMAGE_BYTES", int),
     "max_k": ("VISTAS_MAX_K", int),
-    "sync_interval": ("VISTAS_SYNC_INTERVAL", float),
     "image_root": ("VISTAS_IMAGE_ROOT", Path),
     "admin_keys": ("VISTAS_ADMIN_KEYS", _key_list),
     "client_keys": ("VISTAS_CLIENT_KEYS", _key_list),

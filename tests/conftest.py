@@ -60,8 +60,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedR
 
 
 def _settings(server: EmbeddedRedis, data_dir: Path) -> Settings:
-    return Settings(redis_url=server.url, data_dir=data_dir, key_prefix=f"test-{uuid.uuid4().hex[:8]}",
-                    sync_interval=0.0)
+    return Settings(redis_url=server.url, data_dir=data_dir, key_prefix=f"test-{uuid.uuid4().hex[:8]}")
 
 
 @pytest.fixture

@@ -38,8 +38,8 @@ def build_first_version(settings: Settings, catalog: Catalog, tagger: Tagger, tm
 
 
 def live_index(settings: Settings, catalog: Catalog) -> LiveIndex:
-    live = LiveIndex(catalog, VersionStore(settings.data_dir), 0.0)
-    live.sync(force=True)
+    live = LiveIndex(catalog, VersionStore(settings.data_dir))
+    live.sync()
     return live
 
 
@@ -54,7 +54,6 @@ def test_reindex_under_load_answers_every_request_from_one_version(
     settings: Settings, catalog: Catalog, tagger: Tagger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     build_first_version(settings.with_(n_topics=10), catalog, tagger, tmp_path)
-    monkeypatch.setenv("VISTAS_SYNC_INTERVAL", "0.1")
     port = free_port()
     api = start_api(settings, port)
     queries = [r["id"] for r in sample_rows()[:24:3]]
