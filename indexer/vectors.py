@@ -94,11 +94,18 @@ def index_tagged(catalog: Catalog, models: CurrentModel, tagged: Sequence[Tagged
         ]
         for i, code in zip(todo, catalog.settle(outcomes, consumer, version)):
             codes[i] = code
-        settled = [t for t, i in zip(batch, todo) if codes[i] == SETTLED]
-        place_items(models.settings, catalog, version, [t.item_id for t in settled], [t.tags for t in settled],
-                    feature_matrix(settled))
+        _place([t for t, i in zip(batch, todo) if codes[i] == SETTLED], models.settings, catalog, version)
         todo = [i for i in todo if codes[i] == STALE]
         if not todo:
             break
         log.info("index version changed while indexing: transforming %d items again", len(todo))
     return codes
+
+
+def _place(tagged: list[Tagged], settings: Settings, catalog: Catalog, version: int) -> None:
+    """Put indexed items on the version's catalog map; a failure here costs the map a point, nothing more."""
+    try:
+        place_items(settings, catalog, version, [t.item_id for t in tagged], [t.tags for t in tagged],
+                    feature_matrix(tagged))
+    except Exception:  # noqa: BLE001 - the items are indexed and served; only their map position is missing
+        log.exception("could not place %d items on the map of index version %d", len(tagged), version)
