@@ -117,7 +117,7 @@ class Flaky:
     """A tagger that crashes (not an unreadable photo: a device error) on one photo."""
 
     def __init__(self, tagger: Tagger, poison: str):
-        self.tagger, self.poison, self.device = tagger, poison, tagger.device
+        self.tagger, self.poison, self.device, self.tag_arrays = tagger, poison, tagger.device, tagger.tag_arrays
 
     def tag(self, sources):
         sources = list(sources)
@@ -179,7 +179,6 @@ def test_an_item_written_through_the_api_is_recommendable_within_2s_and_gone_at_
 ) -> None:
     build_first_version(settings, catalog, tagger, tmp_path)
     monkeypatch.setenv("VISTAS_IMAGE_ROOT", str(DEMO))  # photos named by path in writes live here
-    monkeypatch.setenv("VISTAS_SYNC_INTERVAL", "0.5")
     port = free_port()
     worker = start_worker(settings, worker_log)
     api = start_api(settings, port)
