@@ -20,7 +20,7 @@ from indexer.build import build_version
 from indexer.images import ImageError
 from indexer.manifest import Entry
 from indexer.tagger import Tagger, Tagging
-from indexer.vectors import CurrentModel, Tagged, feature_matrix, index_tagged
+from indexer.vectors import CurrentModel, Tagged, feature_matrix, index_tagged, place_on_map
 from indexer.vocabulary import normalize_tag
 from recommender.catalog import SETTLED, UPSERT, Catalog
 from recommender.settings import Settings
@@ -83,7 +83,8 @@ def ingest(
         report.version = _first_version(settings, catalog, tagged, progress)
         report.built, report.indexed = True, len(ready)
     else:
-        codes = index_tagged(catalog, CurrentModel(settings, catalog), tagged)
+        codes = index_tagged(catalog, CurrentModel(settings, catalog), tagged,
+                             on_settled=lambda items, version: place_on_map(settings, catalog, items, version))
         report.version, report.indexed = catalog.current_version(), codes.count(SETTLED)
     report.seconds = time.monotonic() - started
     log.info(

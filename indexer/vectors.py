@@ -11,7 +11,7 @@ lands in the new version, not in the one being retired.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,12 +75,15 @@ def transform(model: TopicModel, tagged: Sequence[Tagged]) -> np.ndarray:
     return model.transform([t.tags for t in tagged], feature_matrix(tagged))
 
 
-def index_tagged(catalog: Catalog, models: CurrentModel, tagged: Sequence[Tagged], consumer: str = "") -> list[str]:
-    """Give items vectors from the current model, settle them and place them on that version's map;
-    returns one settle code per item.
+def index_tagged(
+    catalog: Catalog, models: CurrentModel, tagged: Sequence[Tagged], consumer: str = "",
+    on_settled: Callable[[list[Tagged], int], None] | None = None,
+) -> list[str]:
+    """Give items vectors from the current model and settle them; returns one settle code per item.
 
-    An item left ``STALE`` after :data:`MAX_STALE_ROUNDS` pointer flips is not written (its
-    message stays pending and is retried).
+    ``on_settled(items, version)`` hears which items were written with which version (to put
+    them on that version's map). An item left ``STALE`` after :data:`MAX_STALE_ROUNDS` pointer
+    flips is not written (its message stays pending and is retried).
     """
     codes = [STALE] * len(tagged)
     todo = list(range(len(tagged)))
@@ -94,11 +97,21 @@ def index_tagged(catalog: Catalog, models: CurrentModel, tagged: Sequence[Tagged
         ]
         for i, code in zip(todo, catalog.settle(outcomes, consumer, version)):
             codes[i] = code
-        settled = [t for t, i in zip(batch, todo) if codes[i] == SETTLED]
-        place_items(models.settings, catalog, version, [t.item_id for t in settled], [t.tags for t in settled],
-                    feature_matrix(settled))
+        if on_settled is not None:
+            on_settled([t for t, i in zip(batch, todo) if codes[i] == SETTLED], version)
         todo = [i for i in todo if codes[i] == STALE]
         if not todo:
             break
         log.info("index version changed while indexing: transforming %d items again", len(todo))
     return codes
+
+
+def place_on_map(settings: Settings, catalog: Catalog, tagged: Sequence[Tagged], version: int) -> None:
+    """Put indexed items on the version's catalog map; a failure here costs the map points, nothing more."""
+    if not tagged:
+        return
+    try:
+        place_items(settings, catalog, version, [t.item_id for t in tagged], [t.tags for t in tagged],
+                    feature_matrix(tagged))
+    except Exception:  # noqa: BLE001 - the items are indexed and served; only their map position is missing
+        log.exception("could not place %d items on the map of index version %d", len(tagged), version)

@@ -10,7 +10,9 @@ message goes to one of them. A worker:
 2. tags the photos on its best device, transforms them with the current
    topic model, and settles each message atomically (item written, change
    announced, message acknowledged: :meth:`Catalog.settle`);
-3. beats a heartbeat, and now and then trims the streams and claims messages
+3. puts the new items on the catalog map, a few seconds' worth at a time, on
+   a thread of its own;
+4. beats a heartbeat, and now and then trims the streams and claims messages
    other workers left pending for ``claim_idle_s`` (they died: ``XAUTOCLAIM``).
    While a window is in hand its messages are touched every third of that
    time, so a slow batch is never mistaken for a dead worker.
@@ -41,7 +43,7 @@ import redis
 from indexer.images import CROP_SIZE, ImageError
 from indexer.ingest import merge_tags
 from indexer.tagger import Tagger, Tagging
-from indexer.vectors import CurrentModel, NoVersionYet, Tagged, index_tagged
+from indexer.vectors import CurrentModel, NoVersionYet, Tagged, index_tagged, place_on_map
 from recommender.catalog import DELETED, FAIL, GONE, RETAG, SETTLED, SKIP, Catalog, Item, Message, Outcome
 from recommender.settings import Settings
 
@@ -54,6 +56,54 @@ TRIM_EVERY_S = 10.0
 IDLE_BLOCK_MS = 1000
 #: Longest pause after a Redis error before trying again.
 MAX_BACKOFF_S = 5.0
+#: Indexed items are put on the catalog map together, at most this often...
+PLACE_EVERY_S = 5.0
+#: ...and at most this many wait for it (beyond, they appear on the map after the next reindex).
+MAX_UNPLACED = 50_000
+
+
+class MapPlacer:
+    """Puts the items a worker indexed on their version's catalog map, in batches on a thread of its
+    own: placing one item costs about as much as placing a hundred (openTSNE optimises the new
+    points together, over a second here), so doing it per window would slow indexing down."""
+
+    def __init__(self, settings: Settings, catalog: Catalog):
+        self.settings = settings
+        self.catalog = catalog
+        self._pending: list[tuple[list[Tagged], int]] = []
+        self._count = 0
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="map-placer")
+        self._thread.start()
+
+    def add(self, tagged: list[Tagged], version: int) -> None:
+        with self._lock:
+            if self._count + len(tagged) > MAX_UNPLACED:
+                log.warning("the catalog map falls behind: %d indexed items will appear on it after the next "
+                            "reindex", len(tagged))
+                return
+            self._pending.append((tagged, version))
+            self._count += len(tagged)
+
+    def close(self) -> None:
+        """Place what is left, then stop."""
+        self._closing.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._closing.wait(PLACE_EVERY_S):
+            self._flush()
+        self._flush()
+
+    def _flush(self) -> None:
+        with self._lock:
+            pending, self._pending, self._count = self._pending, [], 0
+        by_version: dict[int, list[Tagged]] = {}
+        for tagged, version in pending:
+            by_version.setdefault(version, []).extend(tagged)
+        for version, tagged in by_version.items():
+            place_on_map(self.settings, self.catalog, tagged, version)
 
 
 @dataclass
@@ -85,6 +135,7 @@ class Worker:
         self._cursors: dict[str, str] = {}
         self._recovering = True  # first look at our own pending messages (a restart under the same name)
         self._next_beat = self._next_claim = self._next_trim = 0.0
+        self.placer: MapPlacer | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def stop(self, *_: object) -> None:
@@ -104,10 +155,28 @@ class Worker:
             signal.signal(signal.SIGINT, self._on_signal)
         if self.tagger is None:
             self.tagger = Tagger(self.settings)
-            self.tagger.tag_arrays(np.zeros((1, CROP_SIZE, CROP_SIZE, 3), dtype=np.uint8))  # first pass is slow
-        self._load_model()
+        self._warm_up()
         log.info("worker %s: started (device %s, windows of %d photos or %d ms)", self.name, self.tagger.device,
                  self.settings.worker_batch, self.settings.worker_batch_ms)
+        self.placer = MapPlacer(self.settings, self.catalog)
+        try:
+            self._loop()
+        finally:
+            self.placer.close()
+        self._leave()
+        log.info("worker %s: stopped; %s", self.name, self.stats)
+        return self.stats
+
+    def _warm_up(self) -> None:
+        """Run one forward pass and load the current topic model now, so the first photo waits for neither."""
+        assert self.tagger is not None
+        self.tagger.tag_arrays(np.zeros((1, CROP_SIZE, CROP_SIZE, 3), dtype=np.uint8))
+        try:
+            self.models.get()
+        except (NoVersionYet, FileNotFoundError, redis.RedisError) as exc:
+            log.info("worker %s: no topic model loaded yet (%s)", self.name, exc)
+
+    def _loop(self) -> None:
         backoff = 0.0
         while not self._stop.is_set():
             try:
@@ -123,16 +192,6 @@ class Worker:
                 log.warning("worker %s: Redis unreachable (%s); retrying in %.1fs", self.name, exc, backoff)
                 self._recovering = True
                 self._stop.wait(backoff)
-        self._leave()
-        log.info("worker %s: stopped; %s", self.name, self.stats)
-        return self.stats
-
-    def _load_model(self) -> None:
-        """Load the current topic model now, not while the first photo waits on it."""
-        try:
-            self.models.get()
-        except (NoVersionYet, FileNotFoundError):
-            pass  # nothing to load yet; the first window loads it
 
     def _leave(self) -> None:
         try:
@@ -266,7 +325,8 @@ class Worker:
         if not index:
             return
         try:
-            codes = index_tagged(self.catalog, self.models, index, self.name)
+            assert self.placer is not None, "run() starts the placer"
+            codes = index_tagged(self.catalog, self.models, index, self.name, on_settled=self.placer.add)
         except NoVersionYet:
             log.warning("worker %s: the index version disappeared; leaving %d items queued", self.name, len(index))
             return

@@ -63,7 +63,8 @@ class Settings:
     max_attempts: int = 5
     #: Index versions kept on disk after a reindex; older ones are removed (rollback reaches the kept ones).
     keep_versions: int = 3
-    #: A reindex fits the topic model on a random sample of this many items, then transforms all of them.
+    #: A reindex fits the topic model and lays out the map on a random sample of this many items (then
+    #: transforms all of them): the cost of a reindex past this size grows only with the transform.
     fit_sample: int = 10_000
 
     @property

@@ -39,7 +39,7 @@ def start_api(settings: Settings, port: int) -> subprocess.Popen:
         try:
             if requests.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
                 return proc
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or still loading the index
             pass
         assert proc.poll() is None, "vistas serve exited"
         time.sleep(0.2)

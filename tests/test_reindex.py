@@ -51,7 +51,7 @@ def wait_until(condition, timeout: float = 30.0) -> None:
 
 
 def test_reindex_under_load_answers_every_request_from_one_version(
-    settings: Settings, catalog: Catalog, tagger: Tagger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, catalog: Catalog, tagger: Tagger, tmp_path: Path
 ) -> None:
     build_first_version(settings.with_(n_topics=10), catalog, tagger, tmp_path)
     port = free_port()

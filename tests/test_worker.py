@@ -117,7 +117,7 @@ class Flaky:
     """A tagger that crashes (not an unreadable photo: a device error) on one photo."""
 
     def __init__(self, tagger: Tagger, poison: str):
-        self.tagger, self.poison, self.device = tagger, poison, tagger.device
+        self.tagger, self.poison, self.device, self.tag_arrays = tagger, poison, tagger.device, tagger.tag_arrays
 
     def tag(self, sources):
         sources = list(sources)
