@@ -6,7 +6,6 @@ Keys (``P`` is the configured key prefix):
 * ``P:features:<id>`` string: pooled backbone features, float16 (for reindexing without a forward pass)
 * ``P:items``         set of every item id
 * ``P:seq``           counter that hands out the numeric ids FAISS needs
-* ``P:nums``          hash numeric id -> item id
 * ``P:version``       the index version the API should serve (an integer)
 * ``P:representation`` the topic representation the next build uses, as ranked by ``vistas eval``
 * ``P:changes``       stream of ``{op: upsert|delete, id, num}``, tailed by API processes
@@ -274,10 +273,6 @@ class Catalog:
         return f"{self.prefix}:seq"
 
     @property
-    def _nums_key(self) -> str:
-        return f"{self.prefix}:nums"
-
-    @property
     def _representation_key(self) -> str:
         return f"{self.prefix}:representation"
 
@@ -333,7 +328,6 @@ class Catalog:
         pipe.hdel(key, "vector", "reason")
         pipe.hset(key, mapping=item.to_hash())
         pipe.sadd(self._items_key, item.id)
-        pipe.hset(self._nums_key, num, item.id)
         pipe.execute()
         item.num = num
         return num
@@ -347,7 +341,6 @@ class Catalog:
             item.num, item.updated_at = first + offset, time.time()
             pipe.hset(self._item_key(item.id), mapping={**item.to_hash(), "num": item.num})
             pipe.sadd(self._items_key, item.id)
-            pipe.hset(self._nums_key, item.num, item.id)
             if features is not None and features[offset] is not None:
                 pipe.set(self._features_key(item.id), np.asarray(features[offset], dtype=np.float16).tobytes())
             if offset % 1000 == 999:
@@ -401,10 +394,6 @@ class Catalog:
         return [
             {k: (v or b"").decode() for k, v in zip(self.FILTER_FIELDS, values)} for values in pipe.execute()
         ]
-
-    def id_of_num(self, num: int) -> str | None:
-        value = self.r.hget(self._nums_key, num)
-        return value.decode() if value else None
 
     def mark_indexed(
         self, item_id: str, tags: list[tuple[str, float]], vector: np.ndarray, version: int,
