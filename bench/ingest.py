@@ -19,7 +19,6 @@ embedded redis-server.
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import statistics
 import tempfile
@@ -36,7 +35,8 @@ from indexer.worker import Worker
 from recommender.catalog import Catalog, Item, connect
 from recommender.settings import Settings
 
-DEMO = Path(__file__).resolve().parent.parent / "demo" / "catalog"
+from report import demo_photos, fmt
+
 
 
 def main() -> None:
@@ -56,8 +56,7 @@ def main() -> None:
         settings = settings.with_(data_dir=Path(stack.enter_context(tempfile.TemporaryDirectory())))
         catalog = Catalog(connect(settings.redis_url_or_default), settings.key_prefix)
         stack.callback(catalog.clear)
-        with (DEMO / "manifest.csv").open() as f:
-            paths = [DEMO / row["image"] for row in csv.DictReader(f) if row["image"]][: args.photos]
+        paths = demo_photos()[: args.photos]
         tagger = Tagger(settings)
         ingest([Entry(Item(id=f"seed-{i}"), p) for i, p in enumerate(paths[:64])], settings, catalog, tagger,
                progress=False)  # version 1, so the worker has a topic model
@@ -111,16 +110,12 @@ def main() -> None:
 
     print(f"device {tagger.device}, forward batch {tagger.batch_size}, worker windows of {settings.worker_batch} "
           f"photos / {settings.worker_batch_ms} ms, {len(paths)} photos x {args.rounds} rounds")
-    print(f"inline tagging:            {statistics.median(inline):8.1f} photos/s  {_fmt(inline)}")
-    print(f"worker (queue to indexed): {statistics.median(queued):8.1f} photos/s  {_fmt(queued)}")
+    print(f"inline tagging:            {statistics.median(inline):8.1f} photos/s  {fmt(inline)}")
+    print(f"worker (queue to indexed): {statistics.median(queued):8.1f} photos/s  {fmt(queued)}")
     print(f"ratio worker / inline:     {statistics.median(ratios):8.2f} (median of paired rounds "
-          f"{_fmt(ratios, 2)}; target >= 0.90)")
+          f"{fmt(ratios, 2)}; target >= 0.90)")
     print(f"one photo, write to indexed: {statistics.median(latencies):6.2f} s median, {max(latencies):.2f} s worst "
           f"of {len(latencies)} (target: in similar answers within 2 s; each API query polls the changes)")
-
-
-def _fmt(values: list[float], digits: int = 1) -> str:
-    return "[" + ", ".join(f"{v:.{digits}f}" for v in values) + "]"
 
 
 if __name__ == "__main__":

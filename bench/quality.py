@@ -19,7 +19,6 @@ import csv
 import statistics
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 from sklearn.decomposition import NMF
@@ -29,7 +28,8 @@ from indexer.tagger import Tagger
 from indexer.topics import TopicModel
 from recommender.settings import Settings
 
-DEMO = Path(__file__).resolve().parent.parent / "demo" / "catalog"
+from report import DEMO
+
 
 
 def scores(vectors: np.ndarray, groups: np.ndarray, landmarks: np.ndarray) -> tuple[float, float]:

@@ -10,10 +10,8 @@ is a ratio of at least 0.8 on CPU (decoding must hide behind inference).
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -21,7 +19,8 @@ from indexer.images import load_crop
 from indexer.tagger import Tagger
 from recommender.settings import Settings
 
-DEMO = Path(__file__).resolve().parent.parent / "demo" / "catalog"
+from report import demo_photos, fmt
+
 
 
 def main() -> None:
@@ -32,8 +31,7 @@ def main() -> None:
     args = parser.parse_args()
 
     settings = Settings.from_env(device=args.device)
-    with (DEMO / "manifest.csv").open() as f:
-        paths = [DEMO / row["image"] for row in csv.DictReader(f)][: args.photos]
+    paths = demo_photos()[: args.photos]
     tagger = Tagger(settings, with_heads=False)
     crops = np.stack([load_crop(p, settings.max_image_pixels, settings.max_image_bytes) for p in paths])
     tagger.tag_arrays(crops[: tagger.batch_size])  # warm-up
@@ -60,14 +58,10 @@ def main() -> None:
     ratios = [e / f for e, f in zip(end_to_end, forward)]
 
     print(f"device {tagger.device}, batch {tagger.batch_size}, {len(paths)} photos x {args.rounds} rounds")
-    print(f"forward only (decoded tensors): {statistics.median(forward):8.1f} photos/s  {_fmt(forward)}")
-    print(f"end to end (decode included):   {statistics.median(end_to_end):8.1f} photos/s  {_fmt(end_to_end)}")
+    print(f"forward only (decoded tensors): {statistics.median(forward):8.1f} photos/s  {fmt(forward)}")
+    print(f"end to end (decode included):   {statistics.median(end_to_end):8.1f} photos/s  {fmt(end_to_end)}")
     print(f"ratio end-to-end / forward:     {statistics.median(ratios):8.2f} (median of paired rounds "
-          f"{_fmt(ratios, 2)}; target >= 0.80)")
-
-
-def _fmt(values: list[float], digits: int = 1) -> str:
-    return "[" + ", ".join(f"{v:.{digits}f}" for v in values) + "]"
+          f"{fmt(ratios, 2)}; target >= 0.80)")
 
 
 if __name__ == "__main__":
