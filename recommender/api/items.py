@@ -24,7 +24,8 @@ PHOTO_FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", 
 THUMBNAIL_MAX_AGE = 24 * 3600  # seconds; a changed photo gets a new ETag, so revalidation catches it
 
 
-def get_indexed_item(item_id: str) -> Item:
+def get_item_or_404(item_id: str) -> Item:
+    """Any stored item that is not deleted (queued and failed ones too), else a 404."""
     item = state().catalog.get(item_id_arg(item_id))
     if item is None or item.status == DELETED:
         raise ApiError(404, "item_not_found", f"no item with id {item_id!r}")
@@ -46,7 +47,7 @@ def item_topics(item: Item) -> list[dict]:
 @bp.get("/<item_id>")
 @require("client")
 def get_item(item_id: str):
-    item = get_indexed_item(item_id)
+    item = get_item_or_404(item_id)
     return jsonify({**item.public(), "topics": item_topics(item), "version": item.version or None})
 
 
@@ -54,7 +55,7 @@ def get_item(item_id: str):
 @require("client")
 def get_thumbnail(item_id: str):
     """A small JPEG of the item's photo, for the map page's hover cards."""
-    item = get_indexed_item(item_id)
+    item = get_item_or_404(item_id)
     if not item.image:
         raise ApiError(404, "no_photo", f"item {item_id!r} has no photo")
     try:
@@ -75,7 +76,7 @@ def similar(item_id: str):
     num = live.index.nums.get(item_id_arg(item_id))
     item = live.summaries([item_id])[0] if num is not None else None
     if item is None or num is None:  # not served: say why (unknown, deleted, queued, failed)
-        item = get_indexed_item(item_id)
+        item = get_item_or_404(item_id)
         reason = item.reason or f"not in index version {live.version} yet"
         raise ApiError(409, "item_not_indexed", f"item {item_id!r} is {item.status}: {reason}")
     item.num = num
