@@ -15,6 +15,7 @@ from recommender.catalog import Catalog, connect
 from recommender.catalog_map import MapCache
 from recommender.errors import ApiError, register_error_handlers
 from recommender.index import LiveIndex
+from recommender.json_provider import OrjsonProvider
 from recommender.metrics import init_metrics
 from recommender.settings import Settings
 from recommender.versions import VersionStore
@@ -40,7 +41,7 @@ def create_app(settings: Settings | None = None, clock: Callable[[], float] = ti
     # One request at a time per process: FAISS's OpenMP threads only add contention (3x slower here).
     faiss.omp_set_num_threads(1)
     app = Flask(__name__, static_folder="web/static", static_url_path="/web")  # the map page's files
-    app.json.sort_keys = False
+    app.json = OrjsonProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_image_bytes + 1024 * 1024
     catalog = Catalog(connect(settings.redis_url_or_default), settings.key_prefix)
     store = VersionStore(settings.data_dir)

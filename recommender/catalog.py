@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -39,6 +40,8 @@ ITEM_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 QUEUED, INDEXED, FAILED, DELETED = "queued", "indexed", "failed", "deleted"
 UPSERT, DELETE = "upsert", "delete"  # operations on the changes stream
 CHANGES_MAXLEN = 1_000_000
+#: Changes read per round trip; a full page means more may follow.
+CHANGES_PAGE = 1000
 INDEXERS = "indexers"  # the consumer group of indexer workers on the ingest and retag streams
 INDEX, RETAG, FAIL, SKIP = "index", "retag", "fail", "skip"  # what settling a queued photo writes
 SETTLED, GONE, LOST, STALE = "settled", "gone", "lost", "stale"  # what became of it (see Catalog.settle)
@@ -128,6 +131,36 @@ class Item:
             "attrs": self.attrs, "status": self.status, "reason": self.reason or None,
             "tags": [{"tag": t, "score": s} for t, s in self.tags],
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """What a result list shows of an item: every API process keeps one per served item, so it is lean.
+
+    ``fields`` is the item's JSON in a result list; ``tags`` its tag names, best first.
+    """
+
+    id: str
+    status: str
+    fields: dict[str, Any]
+    tags: tuple[str, ...]
+
+    @classmethod
+    def from_values(cls, item_id: str, values: Sequence[bytes | None]) -> "Summary":
+        """From ``Catalog.SUMMARY_FIELDS`` values as HMGET returns them."""
+        title, kind, category, url, price, starts_at, ends_at, status, tags = (
+            (v or b"").decode() for v in values)
+        fields = {"id": item_id, "title": title, "kind": sys.intern(kind), "category": sys.intern(category),
+                  "price": float(price) if price else None, "url": url or None,
+                  "starts_at": starts_at or None, "ends_at": ends_at or None}
+        return cls(item_id, status, fields, tuple(sys.intern(t) for t, _ in json.loads(tags or "[]")))
+
+    @property
+    def filter_fields(self) -> dict[str, str]:
+        """The fields that decide eligibility (see recommender.ranking)."""
+        f = self.fields
+        return {"kind": f["kind"], "category": f["category"], "starts_at": f["starts_at"] or "",
+                "ends_at": f["ends_at"] or "", "status": self.status}
 
 
 @dataclass(frozen=True)
@@ -352,25 +385,21 @@ class Catalog:
         return Item.from_hash(raw) if raw else None
 
     def get_many(self, item_ids: Iterable[str]) -> list[Item | None]:
-        pipe = self.r.pipeline()
+        pipe = self.r.pipeline(transaction=False)
         for item_id in item_ids:
             pipe.hgetall(self._item_key(item_id))
         return [Item.from_hash(raw) if raw else None for raw in pipe.execute()]
 
-    SUMMARY_FIELDS = ("id", "title", "kind", "category", "url", "price", "starts_at", "ends_at", "tags", "status")
+    SUMMARY_FIELDS = ("title", "kind", "category", "url", "price", "starts_at", "ends_at", "status", "tags")
 
-    def summaries(self, item_ids: Iterable[str]) -> list[Item | None]:
-        """Items with only the fields a result list shows (no vector, attrs or image): cheaper than get_many."""
-        pipe = self.r.pipeline()
+    def summaries(self, item_ids: Iterable[str]) -> list[Summary | None]:
+        """What result lists show of these items, in one round trip; None for unknown ids."""
+        pipe = self.r.pipeline(transaction=False)
+        item_ids = list(item_ids)
         for item_id in item_ids:
             pipe.hmget(self._item_key(item_id), self.SUMMARY_FIELDS)
-        out: list[Item | None] = []
-        for values in pipe.execute():
-            if values[0] is None:
-                out.append(None)
-            else:
-                out.append(Item.from_hash({k.encode(): v for k, v in zip(self.SUMMARY_FIELDS, values) if v is not None}))
-        return out
+        return [Summary.from_values(item_id, values) if any(v is not None for v in values) else None
+                for item_id, values in zip(item_ids, pipe.execute())]
 
     def ids(self) -> list[str]:
         return sorted(m.decode() for m in self.r.smembers(self._items_key))
@@ -388,7 +417,7 @@ class Catalog:
 
     def filter_fields(self, item_ids: list[str]) -> list[dict[str, str]]:
         """The fields that decide eligibility (see recommender.ranking), for many items at once."""
-        pipe = self.r.pipeline()
+        pipe = self.r.pipeline(transaction=False)
         for item_id in item_ids:
             pipe.hmget(self._item_key(item_id), self.FILTER_FIELDS)
         return [
@@ -433,7 +462,7 @@ class Catalog:
 
     def existing(self, item_ids: list[str]) -> list[bool]:
         """Whether each item exists and is not deleted."""
-        pipe = self.r.pipeline()
+        pipe = self.r.pipeline(transaction=False)
         for item_id in item_ids:
             pipe.hget(self._item_key(item_id), "status")
         return [status not in (None, DELETED.encode()) for status in pipe.execute()]
@@ -528,7 +557,7 @@ class Catalog:
         info = self.r.xrevrange(self.changes_key, count=1)
         return info[0][0].decode() if info else "0-0"
 
-    def poll(self, stream_id: str, count: int = 1000) -> tuple[int, list[tuple[str, dict[str, str]]]]:
+    def poll(self, stream_id: str, count: int = CHANGES_PAGE) -> tuple[int, list[tuple[str, dict[str, str]]]]:
         """The current version and the changes after ``stream_id``, in one round trip."""
         pipe = self.r.pipeline(transaction=False)
         pipe.get(self._version_key)
@@ -540,7 +569,7 @@ class Catalog:
     def _decode_changes(entries: list) -> list[tuple[str, dict[str, str]]]:
         return [(eid.decode(), {k.decode(): v.decode() for k, v in data.items()}) for eid, data in entries]
 
-    def changes_after(self, stream_id: str, count: int = 1000) -> list[tuple[str, dict[str, str]]]:
+    def changes_after(self, stream_id: str, count: int = CHANGES_PAGE) -> list[tuple[str, dict[str, str]]]:
         return self._decode_changes(self.r.xrange(self.changes_key, min=f"({stream_id}", count=count))
 
     def publish_upserts(self, items: Iterable[tuple[str, int]]) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 
 from recommender.catalog import Catalog
 from recommender.index import LiveIndex
-from recommender.ranking import Filters, shared_topics
+from recommender.ranking import Filters
 from recommender.recommend import MARGIN, Hit, hydrate
 
 EVENT_WEIGHTS = {"view": 1.0, "click": 2.0, "add_to_cart": 4.0, "purchase": 8.0}
@@ -96,7 +96,13 @@ def recommend_for_user(
         for num, sim in live.search(fallback, want + len(scores), filters):
             scores.setdefault(num, alpha * sim)
     hits = [Hit(n, s) for n, s in sorted(scores.items(), key=lambda kv: -kv[1])[:want]]
-    return hydrate(live, hits, k, lambda item, vector: _reasons(live, profile, item.id, vector))
+    if profile.vector is None:
+        return hydrate(live, hits, k, None, lambda item, vector: {"popular": True, "because_of": []})
+    unit = profile.vector / max(float(np.linalg.norm(profile.vector)), 1e-12)
+    history = [(i, w) for i, w in profile.item_weights.items() if i in live.index.nums]
+    weights = np.array([w for _, w in history], dtype=np.float32)
+    pull = live.index.vectors[[live.index.nums[i] for i, _ in history]] * weights[:, None]
+    return hydrate(live, hits, k, unit, lambda item, vector: _because_of(history, pull, item.id, vector))
 
 
 def _similarity(live: LiveIndex, profile: Profile, num: int) -> float:
@@ -107,19 +113,12 @@ def _similarity(live: LiveIndex, profile: Profile, num: int) -> float:
     return float(vector @ profile.vector) / norm if vector is not None else 0.0
 
 
-def _reasons(live: LiveIndex, profile: Profile, item_id: str, vector: np.ndarray | None) -> dict:
-    """"Because you liked: coral reef, boats", and the history items that point here most."""
-    if profile.vector is None or vector is None:
-        return {"popular": True, "topics": [], "because_of": []}
-    unit = profile.vector / max(float(np.linalg.norm(profile.vector)), 1e-12)
-    contributions = []
-    for other, weight in profile.item_weights.items():
-        other_num = live.index.nums.get(other)
-        if other_num is not None and other != item_id:
-            contributions.append((weight * float(live.index.vector(other_num) @ vector), other))
-    contributions.sort(reverse=True)
-    return {
-        "popular": False,
-        "topics": shared_topics(unit, vector, live.topics),
-        "because_of": [other for score, other in contributions[:3] if score > 0],
-    }
+def _because_of(history: list[tuple[str, float]], pull: np.ndarray, item_id: str, vector: np.ndarray) -> dict:
+    """"Because you viewed ...": the history items that point here most (``pull``: their weighted vectors).
+
+    The shared topics ("coral reef, boats") are added by ``hydrate``.
+    """
+    scores = pull @ vector
+    order = np.argsort(-scores, kind="stable")
+    because = [history[i][0] for i in order if scores[i] > 0 and history[i][0] != item_id][:3]
+    return {"popular": False, "because_of": because}

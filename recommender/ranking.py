@@ -2,21 +2,23 @@
 
 Eligibility is kept as dense per-item arrays indexed by the items' numeric
 ids, so a filter over a million items is a few vectorised comparisons; the
-resulting mask goes into the FAISS search itself (an ID selector), so
-filters never make an answer shorter than ``k`` while ``k`` eligible items
-exist, however many are filtered out.
+resulting mask goes into the search itself (the rows an exact scan reads,
+or the graph walk's ID selector), so filters never make an answer shorter
+than ``k`` while ``k`` eligible items exist, however many are filtered out.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-import faiss
 import numpy as np
 
 from recommender.catalog import DELETED, parse_timestamp
+
+#: Filter masks cached per process (one per kind and category combination asked for).
+MASK_CACHE_SIZE = 64
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,13 @@ def _time_or(value: str, default: float) -> float:
 
 
 class Eligibility:
-    """Per-item filter fields as arrays: kind and category codes, sale window, presence."""
+    """Per-item filter fields as arrays: kind and category codes, sale window, presence.
+
+    A mask is cached per (kind, category, time filter or not) together with the span of instants
+    it holds for: between two consecutive sale-window boundaries every
+    ``active_at`` gives the same mask, so a stream of ``active_at=now``
+    queries computes it once per boundary crossed or change applied.
+    """
 
     def __init__(self) -> None:
         self._codes: dict[str, int] = {"": 0}
@@ -46,6 +54,7 @@ class Eligibility:
         self.starts = np.zeros(0, dtype=np.float64)
         self.ends = np.zeros(0, dtype=np.float64)
         self.present = np.zeros(0, dtype=bool)
+        self._masks: dict[tuple[str | None, str | None, bool], tuple[float, float, np.ndarray]] = {}
 
     def _code(self, value: str) -> int:
         return self._codes.setdefault(value, len(self._codes))
@@ -61,9 +70,10 @@ class Eligibility:
             grown[:size] = old
             setattr(self, name, grown)
 
-    def set(self, num: int, fields: dict[str, str]) -> None:
-        """Record an item's filter fields (from ``Catalog.filter_fields`` or an Item)."""
+    def set(self, num: int, fields: Mapping[str, str]) -> None:
+        """Record an item's filter fields (from a ``Summary`` or an Item)."""
         self._grow(num)
+        self._masks.clear()
         self.kind[num] = self._code(fields.get("kind", ""))
         self.category[num] = self._code(fields.get("category", ""))
         self.starts[num] = _time_or(fields.get("starts_at", ""), -math.inf)
@@ -72,28 +82,41 @@ class Eligibility:
 
     def drop(self, num: int) -> None:
         if num < len(self.present):
+            self._masks.clear()
             self.present[num] = False
 
     def mask(self, filters: Filters) -> np.ndarray:
-        """Boolean array over numeric ids: True where an item passes every filter."""
+        """Boolean array over numeric ids: True where an item passes every filter (a fresh array)."""
+        keep = self._base_mask(filters.kind, filters.category, filters.active_at).copy()
+        excluded = [n for n in filters.exclude if n < len(keep)]
+        keep[excluded] = False
+        return keep
+
+    def _base_mask(self, kind: str | None, category: str | None, at: float | None) -> np.ndarray:
+        """The mask for everything but ``exclude``, from the cache while ``at`` stays in its span."""
+        key = (kind, category, at is None)
+        cached = self._masks.get(key)
+        if cached is not None and (at is None or cached[0] <= at < cached[1]):
+            return cached[2]
         keep = self.present.copy()
-        for value, column in ((filters.kind, self.kind), (filters.category, self.category)):
+        for value, column in ((kind, self.kind), (category, self.category)):
             if value is not None:
                 code = self._codes.get(value)
                 if code is None:
                     return np.zeros_like(keep)
                 keep &= column == code
-        if filters.active_at is not None:
-            keep &= (self.starts <= filters.active_at) & (filters.active_at < self.ends)
-        excluded = [n for n in filters.exclude if n < len(keep)]
-        keep[excluded] = False
+        low, high = -math.inf, math.inf
+        if at is not None:
+            started = self.starts <= at
+            ended = self.ends <= at
+            keep &= started & ~ended
+            # The mask holds from the last boundary at or before ``at`` until the next one after it.
+            low = max(self.starts.max(initial=-math.inf, where=started), self.ends.max(initial=-math.inf, where=ended))
+            high = min(self.starts.min(initial=math.inf, where=~started), self.ends.min(initial=math.inf, where=~ended))
+        if len(self._masks) >= MASK_CACHE_SIZE:
+            self._masks.clear()
+        self._masks[key] = (low, high, keep)
         return keep
-
-
-def id_selector(mask: np.ndarray) -> tuple[faiss.IDSelector, np.ndarray]:
-    """A FAISS selector over numeric ids; keep the returned bits alive while searching."""
-    bits = np.packbits(mask, bitorder="little")
-    return faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits)), bits
 
 
 def maximal_marginal_relevance(
@@ -119,16 +142,12 @@ def maximal_marginal_relevance(
     return [(int(nums[i]), float(relevance[i])) for i in chosen]
 
 
-def shared_topics(a: np.ndarray, b: np.ndarray, topics: Sequence[dict], top: int = 3) -> list[dict]:
-    """The topics that make two items similar: largest terms of their cosine."""
-    contribution = a * b
-    order = np.argsort(-contribution)[:top]
+def shared_topics(query: np.ndarray, vectors: np.ndarray, topics: Sequence[dict], top: int = 3) -> list[list[dict]]:
+    """For each row of ``vectors``, the topics that make it similar to ``query``: the largest terms of their cosine."""
+    contribution = vectors * query
+    order = np.argsort(-contribution, axis=1)[:, :top]
+    picked = np.take_along_axis(contribution, order, axis=1)
     return [
-        {"id": int(i), "name": topics[i]["name"], "weight": round(float(contribution[i]), 4)}
-        for i in order if contribution[i] > 1e-4
+        [{"id": i, "name": topics[i]["name"], "weight": round(w, 4)} for i, w in zip(ids, weights) if w > 1e-4]
+        for ids, weights in zip(order.tolist(), picked.tolist())
     ]
-
-
-def shared_tags(a: Sequence[tuple[str, float]], b: Sequence[tuple[str, float]]) -> list[str]:
-    theirs = {tag for tag, _ in b}
-    return [tag for tag, _ in a if tag in theirs]

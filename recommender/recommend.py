@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recommender.catalog import DELETED, Item
+from recommender.catalog import DELETED, Summary
 from recommender.index import LiveIndex
-from recommender.ranking import Filters, maximal_marginal_relevance, shared_tags, shared_topics
+from recommender.ranking import Filters, maximal_marginal_relevance, shared_topics
 
 #: Extra hits fetched beyond k, to cover items deleted in another process moments ago.
 MARGIN = 5
@@ -35,42 +35,41 @@ def ranked(live: LiveIndex, query: np.ndarray, k: int, filters: Filters, diversi
         return []
     nums = [n for n, _ in pool]
     q = query / max(float(np.linalg.norm(query)), 1e-12)
-    picked = maximal_marginal_relevance(q, nums, live.index.vectors(nums), k + MARGIN, diversity)
+    picked = maximal_marginal_relevance(q, nums, live.index.vectors[nums], k + MARGIN, diversity)
     return [Hit(n, s) for n, s in picked]
 
 
-Reasons = Callable[[Item, np.ndarray | None], dict]
+#: The reasons beside the shared topics: (the result, its topic vector) -> more keys of its ``reasons``.
+Reasons = Callable[[Summary, np.ndarray], dict]
 
 
-def hydrate(live: LiveIndex, hits: Sequence[Hit], k: int, reasons: Reasons) -> list[dict]:
-    """Items for the hits (skipping ones deleted meanwhile), with score and reasons, at most ``k``."""
-    assert live.index is not None
-    items = live.summaries([live.index.ids[h.num] for h in hits])
-    out = []
-    for hit, item in zip(hits, items):
-        if item is None or item.status == DELETED:
-            continue
-        out.append({**summary(item), "score": round(hit.score, 4), "reasons": reasons(item, live.index.vector(hit.num))})
-        if len(out) == k:
-            break
-    return out
+def hydrate(live: LiveIndex, hits: Sequence[Hit], k: int, topics_of: np.ndarray | None, reasons: Reasons) -> list[dict]:
+    """Items for the hits (skipping ones deleted meanwhile), with score and reasons, at most ``k``.
 
-
-def summary(item: Item) -> dict:
-    """The fields of an item a result list shows."""
-    return {"id": item.id, "title": item.title, "kind": item.kind, "category": item.category,
-            "price": item.price, "url": item.url or None, "starts_at": item.starts_at or None,
-            "ends_at": item.ends_at or None}
+    Each result's reasons are the topics it shares with ``topics_of`` (none when that is None)
+    and what ``reasons`` adds.
+    """
+    index = live.index
+    assert index is not None
+    hits = [h for h in hits if h.num in index.ids]
+    items = live.summaries([index.ids[h.num] for h in hits])
+    kept = [(hit, item) for hit, item in zip(hits, items) if item is not None and item.status != DELETED][:k]
+    vectors = index.vectors[[hit.num for hit, _ in kept]]
+    topics = shared_topics(topics_of, vectors, live.topics) if topics_of is not None else [[] for _ in kept]
+    return [
+        {**item.fields, "score": round(hit.score, 4), "reasons": {"topics": shared, **reasons(item, vector)}}
+        for (hit, item), vector, shared in zip(kept, vectors, topics)
+    ]
 
 
 def similar_items(
-    live: LiveIndex, item: Item, query: np.ndarray, k: int, filters: Filters, diversity: float
+    live: LiveIndex, item: Summary, num: int, k: int, filters: Filters, diversity: float
 ) -> list[dict]:
-    """Items most like ``item`` (never itself) under ``filters``."""
-    filters = Filters(filters.kind, filters.category, filters.active_at, filters.exclude | {item.num})
-
-    def reasons(other: Item, vector: np.ndarray | None) -> dict:
-        return {"topics": shared_topics(query, vector, live.topics) if vector is not None else [],
-                "tags": shared_tags(other.tags, item.tags)}
-
-    return hydrate(live, ranked(live, query, k, filters, diversity), k, reasons)
+    """Items most like ``item`` (number ``num`` in the index; never itself) under ``filters``."""
+    query = live.index.vector(num) if live.index is not None else None
+    if query is None:
+        return []
+    filters = Filters(filters.kind, filters.category, filters.active_at, filters.exclude | {num})
+    tags = set(item.tags)
+    hits = ranked(live, query, k, filters, diversity)
+    return hydrate(live, hits, k, query, lambda other, _: {"tags": [t for t in other.tags if t in tags]})

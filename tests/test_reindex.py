@@ -88,7 +88,7 @@ def test_reindex_under_load_answers_every_request_from_one_version(
     nums = {item.id: item.num for item in catalog.iter_items()}
     for version in set(versions):
         index = TopicIndex.load(store.path(version))
-        vectors = index.vectors(list(index.ids))
+        vectors = index.vectors[list(index.ids)]
         by_num = dict(zip(index.ids, range(len(vectors))))
         for query, _, body in (a for a in answers if a[2]["version"] == version):
             scores = vectors @ vectors[by_num[nums[query]]]

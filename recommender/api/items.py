@@ -74,13 +74,12 @@ def similar(item_id: str):
     live = ready_index()
     filters = filters_arg(live, s.clock())
     num = live.index.nums.get(item_id_arg(item_id))
-    item = live.summaries([item_id])[0] if num is not None else None
-    if item is None or num is None:  # not served: say why (unknown, deleted, queued, failed)
+    summary = live.summaries([item_id])[0] if num is not None else None
+    if summary is None or num is None:  # not served: say why (unknown, deleted, queued, failed)
         item = get_item_or_404(item_id)
         reason = item.reason or f"not in index version {live.version} yet"
         raise ApiError(409, "item_not_indexed", f"item {item_id!r} is {item.status}: {reason}")
-    item.num = num
-    results = similar_items(live, item, live.index.vector(num), k, filters, diversity)
+    results = similar_items(live, summary, num, k, filters, diversity)
     return jsonify({"items": results, "version": live.version})
 
 

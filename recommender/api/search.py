@@ -9,7 +9,6 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-import numpy as np
 from flask import Blueprint, jsonify, request
 
 from recommender.api.params import filters_arg, float_arg, int_arg
@@ -17,7 +16,6 @@ from recommender.app import ready_index, state
 from recommender.auth import require
 from recommender.errors import ApiError
 from recommender.recommend import hydrate, ranked
-from recommender.ranking import shared_tags, shared_topics
 from recommender.settings import Settings
 
 if TYPE_CHECKING:
@@ -59,10 +57,8 @@ def search_by_photo():
         raise ApiError(422, "invalid_photo", str(tagging))
     query = _model(s.settings, live.version).transform([tagging.labels], tagging.features[None, :])[0]
 
-    def reasons(item, vector: np.ndarray | None) -> dict:
-        return {"topics": shared_topics(query, vector, live.topics) if vector is not None else [],
-                "tags": shared_tags(item.tags, tagging.labels)}
-
-    results = hydrate(live, ranked(live, query, k, filters, diversity), k, reasons)
+    labels = {t for t, _ in tagging.labels}
+    hits = ranked(live, query, k, filters, diversity)
+    results = hydrate(live, hits, k, query, lambda item, _: {"tags": [t for t in item.tags if t in labels]})
     return jsonify({"items": results, "version": live.version,
                     "tags": [{"tag": t, "score": p} for t, p in tagging.labels]})

@@ -1,0 +1,121 @@
+"""The topic index itself: exact scans, the HNSW graph of large versions, filter masks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recommender.catalog import parse_timestamp
+from recommender.index import EXACT_MAX_ELIGIBLE, GRAPH_MIN_ITEMS, TopicIndex
+from recommender.ranking import Eligibility, Filters
+
+DIM = 30
+N = GRAPH_MIN_ITEMS + 5000
+
+
+def topic_vectors(n: int, seed: int = 0) -> np.ndarray:
+    """Sparse non-negative unit vectors, shaped like NMF topic weights."""
+    vectors = np.random.default_rng(seed).gamma(0.3, size=(n, DIM)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def exact_top(index: TopicIndex, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[int]:
+    nums = np.flatnonzero(index.present if allowed is None else index.present & allowed[: len(index.present)])
+    scores = index.vectors[nums] @ (query / np.linalg.norm(query))
+    return nums[np.argsort(-scores)[:k]].tolist()
+
+
+@pytest.fixture(scope="module")
+def large(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A version-sized index saved to disk (nums 1..N, as Redis hands them out)."""
+    index = TopicIndex(DIM)
+    index.upsert(np.arange(1, N + 1), [f"item-{i}" for i in range(1, N + 1)], topic_vectors(N))
+    directory = tmp_path_factory.mktemp("large")
+    index.save(directory)
+    return directory
+
+
+def test_large_versions_carry_a_graph_small_ones_do_not(large: Path, tmp_path: Path) -> None:
+    loaded = TopicIndex.load(large)
+    assert loaded.graph is not None and len(loaded) == N
+    np.testing.assert_allclose(loaded.vectors[1 : N + 1], topic_vectors(N), rtol=1e-5, atol=1e-6)
+    assert loaded.ids[7] == "item-7" and loaded.nums["item-7"] == 7
+
+    small = TopicIndex(DIM)
+    small.upsert(np.arange(1, 101), [f"s{i}" for i in range(1, 101)], topic_vectors(100))
+    small.save(tmp_path)
+    again = TopicIndex.load(tmp_path)
+    assert again.graph is None and len(again) == 100
+    query = topic_vectors(1, seed=5)[0]
+    assert [n for n, _ in again.search(query, 10)] == exact_top(again, query, 10)
+
+
+def test_graph_answers_agree_with_an_exact_scan(large: Path) -> None:
+    index = TopicIndex.load(large)
+    queries = topic_vectors(200, seed=1)
+    found = [len({n for n, _ in index.search(q, 10)} & set(exact_top(index, q, 10))) / 10 for q in queries]
+    assert np.mean(found) >= 0.97
+    hits = index.search(queries[0], 10)
+    scores = [s for _, s in hits]
+    assert scores == sorted(scores, reverse=True)
+    assert scores[0] == pytest.approx(float(index.vectors[hits[0][0]] @ (queries[0] / np.linalg.norm(queries[0]))))
+
+
+@pytest.mark.parametrize("share", [0.003, 0.1, 0.6])
+def test_filters_never_shorten_an_answer(large: Path, share: float) -> None:
+    """Narrow filters scan exactly, wide ones walk the graph under a selector; both return k eligible items."""
+    index = TopicIndex.load(large)
+    allowed = np.random.default_rng(3).random(N + 1) < share
+    eligible = int(np.count_nonzero(allowed[1:]))
+    assert (eligible > EXACT_MAX_ELIGIBLE) == (share == 0.6)  # both paths are exercised
+    for query in topic_vectors(20, seed=4):
+        hits = [n for n, _ in index.search(query, 50, allowed)]
+        assert len(hits) == 50 and len(set(hits)) == 50
+        assert all(allowed[n] for n in hits)
+
+
+def test_removed_and_updated_items_in_a_graph(large: Path) -> None:
+    index = TopicIndex.load(large)
+    query = index.vectors[42].copy()
+    assert index.search(query, 1)[0][0] == 42
+    index.remove(42)
+    assert 42 not in {n for n, _ in index.search(query, 100)}
+
+    moved = index.vectors[9000].copy()
+    index.upsert(np.array([77]), ["item-77"], moved[None, :])  # 77 now looks like 9000: a second graph node
+    hits = [n for n, _ in index.search(moved, 10)]
+    assert {77, 9000} <= set(hits[:2]) and hits.count(77) == 1
+    np.testing.assert_allclose(index.vector(77), moved)
+
+
+def test_a_mask_shorter_than_the_index_admits_nothing_past_its_end(large: Path) -> None:
+    index = TopicIndex.load(large)
+    allowed = np.ones(N // 2, dtype=bool)
+    for query in topic_vectors(10, seed=6):
+        assert all(n < N // 2 for n, _ in index.search(query, 30, allowed))
+
+
+def test_cached_masks_follow_the_clock_and_the_changes() -> None:
+    eligibility = Eligibility()
+    eligibility.set(1, {"kind": "sale", "starts_at": "2027-01-15T08:00:00Z", "ends_at": "2027-01-15T10:00:00Z"})
+    eligibility.set(2, {"kind": "product"})
+    opens = parse_timestamp("2027-01-15T08:00:00Z")
+
+    def shown(at: float | None, nums: list[int], **filters) -> list[bool]:
+        return eligibility.mask(Filters(active_at=at, **filters))[nums].tolist()
+
+    assert shown(opens - 3600, [1, 2]) == [False, True]
+    assert shown(opens, [1, 2]) == [True, True]
+    assert shown(opens + 7199, [1, 2]) == [True, True]
+    assert shown(opens + 7200, [1, 2]) == [False, True]  # the sale ended
+    assert shown(opens - 1, [1, 2]) == [False, True]  # and the clock may go back (a client's active_at)
+    assert shown(opens + 60, [1, 2], kind="sale") == [True, False]
+    assert shown(None, [1, 2]) == [True, True]  # no time filter is not the same cached mask
+    eligibility.drop(2)
+    assert shown(opens + 60, [1, 2]) == [True, False]
+    eligibility.set(3, {"kind": "product"})
+    assert shown(opens + 60, [1, 2, 3]) == [True, False, True]
+    assert shown(opens + 60, [3], exclude=frozenset({3})) == [False]
+    assert shown(opens + 60, [3]) == [True]  # an exclude never sticks to the cached mask
