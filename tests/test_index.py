@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from recommender.catalog import parse_timestamp
-from recommender.index import EXACT_MAX_ELIGIBLE, GRAPH_MIN_ITEMS, TopicIndex
+from recommender.catalog import UPSERT, Catalog, Item, parse_timestamp
+from recommender.index import EXACT_MAX_ELIGIBLE, GRAPH_MIN_ITEMS, LiveIndex, TopicIndex
 from recommender.ranking import Eligibility, Filters
+from recommender.settings import Settings
+from recommender.versions import TOPICS, VersionStore
 
 DIM = 30
 N = GRAPH_MIN_ITEMS + 5000
@@ -119,3 +122,44 @@ def test_cached_masks_follow_the_clock_and_the_changes() -> None:
     assert shown(opens + 60, [1, 2, 3]) == [True, False, True]
     assert shown(opens + 60, [3], exclude=frozenset({3})) == [False]
     assert shown(opens + 60, [3]) == [True]  # an exclude never sticks to the cached mask
+
+
+def serve_version(catalog: Catalog, settings: Settings, n: int) -> list[str]:
+    """Version 1 of ``n`` indexed items, current in Redis; returns their ids."""
+    vectors = topic_vectors(n, seed=8)
+    ids = [f"item-{i}" for i in range(n)]
+    for item_id, vector in zip(ids, vectors):
+        catalog.put(Item(id=item_id, title=f"title of {item_id}", kind="product", tags=[("seashore", 0.9)]))
+        catalog.mark_indexed(item_id, [("seashore", 0.9)], vector, 1, None)
+    index = TopicIndex(DIM)
+    index.upsert(np.array([catalog.get(i).num for i in ids]), ids, vectors)
+    with VersionStore(settings.data_dir).create(1, {"items": n, "changes_from": catalog.last_change_id()}) as directory:
+        index.save(directory)
+        (directory / TOPICS).write_text(json.dumps([{"id": t, "name": f"topic {t}", "top_tags": []} for t in range(DIM)]))
+    catalog.set_current_version(1)
+    return ids
+
+
+def calls(catalog: Catalog, command: str) -> int:
+    return int(catalog.r.info("commandstats").get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+def test_a_query_costs_one_round_trip_and_summaries_stay_exact(catalog: Catalog, settings: Settings) -> None:
+    ids = serve_version(catalog, settings, 50)
+    live = LiveIndex(catalog, VersionStore(settings.data_dir))
+    live.sync()
+    assert live.version == 1
+
+    before = {c: calls(catalog, c) for c in ("xrange", "get", "hmget")}
+    live.sync()
+    assert [item.fields["title"] for item in live.summaries(ids[:10])] == [f"title of {i}" for i in ids[:10]]
+    after = {c: calls(catalog, c) for c in ("xrange", "get", "hmget")}
+    assert after == {"xrange": before["xrange"] + 1, "get": before["get"] + 1, "hmget": before["hmget"]}
+
+    item = catalog.get(ids[3])
+    item.title = "renamed"
+    catalog.put(item)
+    catalog.mark_indexed(ids[3], [("seashore", 0.9)], live.index.vector(item.num), 1, None)
+    catalog.publish_change(UPSERT, ids[3], item.num)
+    live.sync()
+    assert live.summaries([ids[3]])[0].fields["title"] == "renamed"
