@@ -444,12 +444,12 @@ class Catalog:
     def queue_length(self) -> int:
         return int(self.r.xlen(self.ingest_key))
 
-    def delete(self, item_id: str) -> bool:
-        """Mark an item deleted and tell every API process to drop it; False if it did not exist."""
+    def delete(self, item_id: str) -> int | None:
+        """Mark an item deleted and tell every API process to drop it; its number, None if there was no such item."""
         key = self._item_key(item_id)
-        num = self.r.hget(key, "num")
-        if num is None or self.r.hget(key, "status") == DELETED.encode():
-            return False
+        num, status = self.r.hmget(key, ["num", "status"])
+        if num is None or status == DELETED.encode():
+            return None
         pipe = self.r.pipeline()
         pipe.hset(key, mapping={"status": DELETED, "updated_at": time.time()})
         pipe.hdel(key, "vector")
@@ -458,7 +458,7 @@ class Catalog:
         pipe.zrem(self._popularity_key, item_id)
         pipe.execute()
         self.publish_change(DELETE, item_id, int(num))
-        return True
+        return int(num)
 
     def existing(self, item_ids: list[str]) -> list[bool]:
         """Whether each item exists and is not deleted."""

@@ -151,9 +151,7 @@ def test_live_index_loads_the_new_version_in_the_background_and_swaps_between_re
     assert live.version == 1 and live.index is served_v1  # the load runs beside the requests
     wait_until(lambda: live._loaded is not None)
     assert live.version == 1
-    gone = catalog.get("tagged-1")
-    catalog.delete("tagged-1")
-    live.remove(gone.num)  # what the API process handling the DELETE does
+    live.remove(catalog.delete("tagged-1"))  # what the API process handling the DELETE does
     live.sync()  # the next request swaps
     assert live.version == 2 and live.index is not served_v1
     assert "tagged-1" not in live.index.ids.values() and len(live.topics) == 6

@@ -139,8 +139,8 @@ def _save_photo(item_id: str, data: bytes) -> Path:
 def delete_item(item_id: str):
     """Remove an item from every answer at once."""
     s = state()
-    item = s.catalog.get(item_id_arg(item_id))
-    if item is None or not s.catalog.delete(item_id):
+    num = s.catalog.delete(item_id_arg(item_id))
+    if num is None:
         raise ApiError(404, "item_not_found", f"no item with id {item_id!r}")
-    s.live.remove(item.num)
+    s.live.remove(num)
     return "", 204
