@@ -42,6 +42,8 @@ UPSERT, DELETE = "upsert", "delete"  # operations on the changes stream
 CHANGES_MAXLEN = 1_000_000
 #: Changes read per round trip; a full page means more may follow.
 CHANGES_PAGE = 1000
+#: Entries of the changes stream: (stream id, {op, id, num}).
+Changes = list[tuple[str, dict[str, str]]]
 INDEXERS = "indexers"  # the consumer group of indexer workers on the ingest and retag streams
 INDEX, RETAG, FAIL, SKIP = "index", "retag", "fail", "skip"  # what settling a queued photo writes
 SETTLED, GONE, LOST, STALE = "settled", "gone", "lost", "stale"  # what became of it (see Catalog.settle)
@@ -557,19 +559,33 @@ class Catalog:
         info = self.r.xrevrange(self.changes_key, count=1)
         return info[0][0].decode() if info else "0-0"
 
-    def poll(self, stream_id: str, count: int = CHANGES_PAGE) -> tuple[int, list[tuple[str, dict[str, str]]]]:
+    def poll(self, stream_id: str) -> tuple[int, Changes]:
         """The current version and the changes after ``stream_id``, in one round trip."""
         pipe = self.r.pipeline(transaction=False)
-        pipe.get(self._version_key)
-        pipe.xrange(self.changes_key, min=f"({stream_id}", count=count)
-        version, entries = pipe.execute()
-        return int(version) if version else 0, self._decode_changes(entries)
+        for command in self.poll_commands(stream_id):
+            pipe.execute_command(*command)
+        return self.poll_result(*pipe.execute())
+
+    def poll_commands(self, stream_id: str) -> list[tuple[str, ...]]:
+        """What a poll sends, for callers with a connection of their own (see recommender.changes)."""
+        return [("GET", self._version_key), ("XRANGE", self.changes_key, f"({stream_id}", "+", "COUNT", str(CHANGES_PAGE))]
+
+    @classmethod
+    def poll_result(cls, version: bytes | None, entries: list) -> tuple[int, Changes]:
+        """A poll's two replies as (version, changes)."""
+        return int(version) if version else 0, cls._decode_changes(entries)
 
     @staticmethod
-    def _decode_changes(entries: list) -> list[tuple[str, dict[str, str]]]:
-        return [(eid.decode(), {k.decode(): v.decode() for k, v in data.items()}) for eid, data in entries]
+    def _decode_changes(entries: list) -> Changes:
+        """XRANGE entries, as redis-py parses them (id, dict) or raw from a connection (id, [k, v, ...])."""
+        changes = []
+        for entry_id, data in entries:
+            if not isinstance(data, dict):
+                data = dict(zip(data[::2], data[1::2]))
+            changes.append((entry_id.decode(), {k.decode(): v.decode() for k, v in data.items()}))
+        return changes
 
-    def changes_after(self, stream_id: str, count: int = CHANGES_PAGE) -> list[tuple[str, dict[str, str]]]:
+    def changes_after(self, stream_id: str, count: int = CHANGES_PAGE) -> Changes:
         return self._decode_changes(self.r.xrange(self.changes_key, min=f"({stream_id}", count=count))
 
     def publish_upserts(self, items: Iterable[tuple[str, int]]) -> None:

@@ -20,7 +20,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from recommender.catalog import CHANGES_PAGE, DELETE, DELETED, Catalog, Summary
+from recommender.catalog import CHANGES_PAGE, DELETE, DELETED, Catalog, Changes, Summary
+from recommender.changes import ChangeFeed
 from recommender.ranking import Eligibility, Filters
 from recommender.versions import IDS, INDEX, VersionStore
 
@@ -191,18 +192,16 @@ class Served:
     summaries: dict[str, Summary] = field(default_factory=dict)  # kept exact by the changes stream
 
 
-Changes = list[tuple[str, dict[str, str]]]
-
 
 class LiveIndex:
     """The version an API process serves, kept current from Redis.
 
-    ``sync`` runs before each query and costs one round trip when nothing
-    changed: it applies the changes
-    stream (upserts, deletes) written since the snapshot, so items indexed
-    after the version was built are served too, a delete made through any
-    process is seen by every process, and the cached item summaries are never
-    stale. When the ``current`` pointer moves, the new version is loaded and
+    ``sync`` runs before each query. It applies the changes stream (upserts,
+    deletes) written since the snapshot, so items indexed after the version
+    was built are served too, a delete made through any process is seen by
+    every process, and the cached item summaries are never stale; when
+    nothing changed, Redis has pushed nothing and it costs no round trip (see
+    ``recommender.changes``). When the ``current`` pointer moves, the new version is loaded and
     caught up on a background thread while requests go on with the old one;
     the next ``sync`` swaps it in as a whole. A request therefore sees one
     version from start to end and never waits for a load (except the very
@@ -217,6 +216,7 @@ class LiveIndex:
         self._loading = 0  # the version being loaded in the background
         self._missing = 0  # a current version whose directory is missing (logged once)
         self._lock = threading.RLock()
+        self.feed = ChangeFeed(catalog)
 
     @property
     def ready(self) -> bool:
@@ -244,10 +244,16 @@ class LiveIndex:
             if self._loaded is not None:
                 old, self._served, self._loaded = self.version, self._loaded, None
                 log.info("now serving index version %d (was %d)", self.version, old)
+                self.feed.expect_change()  # the new version caught up when it was loaded, not since
             if self._served is None:
                 current, changes = self.catalog.current_version(), []
             else:
-                current, changes = self.catalog.poll(self._served.last_change)
+                polled = self.feed.poll(self._served.last_change)
+                if polled is None:
+                    return
+                current, changes = polled
+            if current and current not in (self.version, self._loading):
+                self.feed.expect_change()  # keep asking until that version is served
             if current and current not in (self.version, self._loading) and self._on_disk(current):
                 if self._served is None:
                     self._served = self._load(current)  # nothing to serve yet: load it now
@@ -268,6 +274,7 @@ class LiveIndex:
             if loaded is not None and self.catalog.current_version() == version:
                 self._loaded = loaded
             self._loading = 0
+            self.feed.expect_change()  # the next sync swaps, or looks at the pointer again
 
     def _on_disk(self, version: int) -> bool:
         if self.store.exists(version):

@@ -144,22 +144,52 @@ def calls(catalog: Catalog, command: str) -> int:
     return int(catalog.r.info("commandstats").get(f"cmdstat_{command}", {}).get("calls", 0))
 
 
-def test_a_query_costs_one_round_trip_and_summaries_stay_exact(catalog: Catalog, settings: Settings) -> None:
+def polls(catalog: Catalog) -> dict[str, int]:
+    """Commands Redis has run of the kinds a poll sends (every client together)."""
+    return {c: calls(catalog, c) for c in ("xrange", "get", "hmget")}
+
+
+def test_queries_cost_no_round_trip_until_something_changes(catalog: Catalog, settings: Settings) -> None:
     ids = serve_version(catalog, settings, 50)
     live = LiveIndex(catalog, VersionStore(settings.data_dir))
-    live.sync()
+    live.sync()  # loads version 1
+    live.sync()  # polls once, and from now on Redis pushes when the stream or the pointer moves
     assert live.version == 1
 
-    before = {c: calls(catalog, c) for c in ("xrange", "get", "hmget")}
-    live.sync()
-    assert [item.fields["title"] for item in live.summaries(ids[:10])] == [f"title of {i}" for i in ids[:10]]
-    after = {c: calls(catalog, c) for c in ("xrange", "get", "hmget")}
-    assert after == {"xrange": before["xrange"] + 1, "get": before["get"] + 1, "hmget": before["hmget"]}
+    before = polls(catalog)
+    for _ in range(5):
+        live.sync()
+        assert [item.fields["title"] for item in live.summaries(ids[:10])] == [f"title of {i}" for i in ids[:10]]
+    assert polls(catalog) == before  # five queries, not one command
 
     item = catalog.get(ids[3])
     item.title = "renamed"
     catalog.put(item)
     catalog.mark_indexed(ids[3], [("seashore", 0.9)], live.index.vector(item.num), 1, None)
-    catalog.publish_change(UPSERT, ids[3], item.num)
+    catalog.publish_change(UPSERT, ids[3], item.num)  # another process's write
     live.sync()
     assert live.summaries([ids[3]])[0].fields["title"] == "renamed"
+    after = polls(catalog)
+    assert after["xrange"] == before["xrange"] + 1 and after["hmget"] == before["hmget"] + 1
+
+    catalog.delete(ids[4])
+    live.sync()
+    assert ids[4] not in live.index.nums
+
+
+def test_a_lost_tracking_connection_means_polling_not_stale_answers(catalog: Catalog, settings: Settings) -> None:
+    ids = serve_version(catalog, settings, 20)
+    live = LiveIndex(catalog, VersionStore(settings.data_dir))
+    live.sync()
+    live.sync()
+    tracking = [c for c in catalog.r.client_list() if "t" in c["flags"]]  # flags: t = CLIENT TRACKING on
+    assert tracking
+    for client in tracking:
+        catalog.r.client_kill_filter(_id=client["id"])
+    catalog.delete(ids[0])  # no push can reach the killed connection
+    live.sync()
+    assert ids[0] not in live.index.nums
+    live.sync()  # and tracking is back: the next write is pushed again
+    catalog.delete(ids[1])
+    live.sync()
+    assert ids[1] not in live.index.nums

@@ -117,8 +117,8 @@ def test_put_bad_id_and_bad_json(settings: Settings) -> None:
 def test_delete_is_visible_at_once_in_every_process(indexed: Settings, clock: Clock) -> None:
     first, second = (create_app(indexed, clock=clock).test_client() for _ in range(2))
     target = "landmark-eiffeltower_2"
-    assert target in ids(first.get("/v1/items/landmark-eiffeltower/similar"))
-    assert target in ids(second.get("/v1/items/landmark-eiffeltower/similar"))
+    for client in (first, second, first, second):  # the second query of each process trusts Redis to push
+        assert target in ids(client.get("/v1/items/landmark-eiffeltower/similar"))
     catalog = Catalog(connect(indexed.redis_url_or_default), indexed.key_prefix)
     saved = catalog.get(target)
     try:
