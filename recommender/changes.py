@@ -43,14 +43,22 @@ class ChangeFeed:
         self._conn: ConnectionInterface | None = None
         self._trusted_until = 0.0  # monotonic; until then, no push means no change
         self._pushed = False
+        self._untracked = False  # this Redis or connection cannot track: poll on every query
 
     def poll(self, stream_id: str) -> tuple[int, Changes] | None:
         """The current version and the changes after ``stream_id``; None when nothing can have changed."""
+        if self._untracked:
+            return self.catalog.poll(stream_id)
         if time.monotonic() < self._trusted_until and not self._pending():
             return None
         self._trusted_until = 0.0
         try:
             version, changes = self._tracked_poll(stream_id)
+        except redis.ResponseError as exc:  # CLIENT TRACKING refused (Redis before 6)
+            log.warning("Redis refused client-side tracking (%s): every query will poll Redis once", exc)
+            self._drop(exc)
+            self._untracked = True
+            return self.catalog.poll(stream_id)
         except (redis.RedisError, OSError) as exc:
             self._drop(exc)
             return self.catalog.poll(stream_id)  # the pool's connections, with redis-py's retries
@@ -88,6 +96,8 @@ class ChangeFeed:
     def _connect(self) -> ConnectionInterface:
         conn = self.catalog.r.connection_pool.get_connection()
         try:
+            if str(conn.get_protocol()) != "3":
+                raise redis.ResponseError("pushed invalidations need RESP3 (protocol=3 in REDIS_URL)")
             conn.send_command("CLIENT", "TRACKING", "ON")
             conn.read_response()
             conn._parser.set_invalidation_push_handler(self._on_push)  # redis-py's own cache hooks in the same way

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recommender.catalog import UPSERT, Catalog, Item, parse_timestamp
+from recommender.catalog import UPSERT, Catalog, Item, connect, parse_timestamp
 from recommender.index import EXACT_MAX_ELIGIBLE, GRAPH_MIN_ITEMS, LiveIndex, TopicIndex
 from recommender.ranking import Eligibility, Filters
 from recommender.settings import Settings
@@ -193,3 +193,18 @@ def test_a_lost_tracking_connection_means_polling_not_stale_answers(catalog: Cat
     catalog.delete(ids[1])
     live.sync()
     assert ids[1] not in live.index.nums
+
+
+def test_without_pushes_every_query_polls(catalog: Catalog, settings: Settings) -> None:
+    """A RESP2 connection cannot receive pushed invalidations: correct answers, one poll per query."""
+    ids = serve_version(catalog, settings, 20)
+    resp2 = Catalog(connect(f"{settings.redis_url_or_default}?protocol=2"), settings.key_prefix)
+    live = LiveIndex(resp2, VersionStore(settings.data_dir))
+    live.sync()
+    live.sync()
+    before = polls(catalog)
+    live.sync()
+    assert polls(catalog)["xrange"] == before["xrange"] + 1
+    catalog.delete(ids[0])
+    live.sync()
+    assert ids[0] not in live.index.nums
