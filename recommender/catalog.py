@@ -568,7 +568,8 @@ class Catalog:
 
     def poll_commands(self, stream_id: str) -> list[tuple[str, ...]]:
         """What a poll sends, for callers with a connection of their own (see recommender.changes)."""
-        return [("GET", self._version_key), ("XRANGE", self.changes_key, f"({stream_id}", "+", "COUNT", str(CHANGES_PAGE))]
+        return [("GET", self._version_key),
+                ("XRANGE", self.changes_key, f"({stream_id}", "+", "COUNT", str(CHANGES_PAGE))]
 
     @classmethod
     def poll_result(cls, version: bytes | None, entries: list) -> tuple[int, Changes]:

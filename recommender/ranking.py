@@ -41,9 +41,9 @@ def _time_or(value: str, default: float) -> float:
 class Eligibility:
     """Per-item filter fields as arrays: kind and category codes, sale window, presence.
 
-    A mask is cached per (kind, category, time filter or not) together with the span of instants
-    it holds for: between two consecutive sale-window boundaries every
-    ``active_at`` gives the same mask, so a stream of ``active_at=now``
+    A mask is cached per (kind, category, time filter or not) with the span
+    of instants it holds for: between two consecutive sale-window boundaries
+    every ``active_at`` gives the same mask, so a stream of ``active_at=now``
     queries computes it once per boundary crossed or change applied.
     """
 

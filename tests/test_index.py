@@ -135,7 +135,8 @@ def serve_version(catalog: Catalog, settings: Settings, n: int) -> list[str]:
     index.upsert(np.array([catalog.get(i).num for i in ids]), ids, vectors)
     with VersionStore(settings.data_dir).create(1, {"items": n, "changes_from": catalog.last_change_id()}) as directory:
         index.save(directory)
-        (directory / TOPICS).write_text(json.dumps([{"id": t, "name": f"topic {t}", "top_tags": []} for t in range(DIM)]))
+        topics = [{"id": t, "name": f"topic {t}", "top_tags": []} for t in range(DIM)]
+        (directory / TOPICS).write_text(json.dumps(topics))
     catalog.set_current_version(1)
     return ids
 
