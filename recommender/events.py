@@ -89,8 +89,9 @@ def recommend_for_user(
     popular = [(n, s) for n, s in popular if n < len(allowed) and allowed[n]]
     if popular:
         top = popular[0][1] or 1.0
-        for num, score in popular:
-            scores[num] = scores.get(num, alpha * _similarity(live, profile, num)) + (1 - alpha) * score / top
+        similarity = _similarities(live, profile, [n for n, _ in popular])
+        for (num, score), sim in zip(popular, similarity.tolist()):
+            scores[num] = scores.get(num, alpha * sim) + (1 - alpha) * score / top
     if len(scores) < want:  # thin catalog signal: fill from the index so k eligible items always come back
         fallback = profile.vector if profile.vector is not None else np.ones(live.index.dim, dtype=np.float32)
         for num, sim in live.search(fallback, want + len(scores), filters):
@@ -105,12 +106,12 @@ def recommend_for_user(
     return hydrate(live, hits, k, unit, lambda item, vector: _because_of(history, pull, item.id, vector))
 
 
-def _similarity(live: LiveIndex, profile: Profile, num: int) -> float:
+def _similarities(live: LiveIndex, profile: Profile, nums: list[int]) -> np.ndarray:
+    """Cosine of each item's topic vector with the profile (zeros without a profile)."""
     if profile.vector is None:
-        return 0.0
-    vector = live.index.vector(num)
+        return np.zeros(len(nums), dtype=np.float32)
     norm = float(np.linalg.norm(profile.vector)) or 1.0
-    return float(vector @ profile.vector) / norm if vector is not None else 0.0
+    return live.index.vectors[nums] @ profile.vector / norm
 
 
 def _because_of(history: list[tuple[str, float]], pull: np.ndarray, item_id: str, vector: np.ndarray) -> dict:
