@@ -32,7 +32,6 @@ from recommender.catalog import CHANGES_PAGE, Catalog, Changes
 log = logging.getLogger(__name__)
 #: The longest a process trusts "nothing pushed" to mean "nothing changed" before polling anyway.
 MAX_TRUST = 1.0
-_PUSHED = object()  # what the invalidation handler hands back, to tell a push from a reply
 
 
 class ChangeFeed:
@@ -102,13 +101,13 @@ class ChangeFeed:
             conn.read_response()
             conn._parser.set_invalidation_push_handler(self._on_push)  # redis-py's own cache hooks in the same way
         except BaseException:
+            conn.disconnect()  # never hand the pool a connection that tracks
             self.catalog.r.connection_pool.release(conn)
             raise
         return conn
 
-    def _on_push(self, _message: Any) -> object:
+    def _on_push(self, _message: Any) -> None:
         self._pushed = True
-        return _PUSHED
 
     def _drop(self, exc: BaseException) -> None:
         """Give the connection back (closed); the next poll opens and arms a new one."""
