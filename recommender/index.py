@@ -254,13 +254,13 @@ class LiveIndex:
                 current, changes = polled
             if current and current not in (self.version, self._loading):
                 self.feed.expect_change()  # keep asking until that version is served
-            if current and current not in (self.version, self._loading) and self._on_disk(current):
-                if self._served is None:
-                    self._served = self._load(current)  # nothing to serve yet: load it now
-                else:
-                    self._loading = current
-                    threading.Thread(target=self._load_in_background, args=(current,), daemon=True,
-                                     name=f"load-version-{current}").start()
+                if self._on_disk(current):
+                    if self._served is None:
+                        self._served = self._load(current)  # nothing to serve yet: load it now
+                    else:
+                        self._loading = current
+                        threading.Thread(target=self._load_in_background, args=(current,), daemon=True,
+                                         name=f"load-version-{current}").start()
             if self._served is not None:
                 self._apply_changes(self._served, changes)
 
@@ -285,7 +285,7 @@ class LiveIndex:
         return False
 
     def _load(self, version: int) -> Served:
-        """Read a version from disk, with its items' filter fields, caught up with the changes stream."""
+        """Read a version from disk, with its items' summaries and filter fields, caught up with the changes stream."""
         started = time.monotonic()
         path = self.store.path(version)
         manifest = self.store.manifest(version)
