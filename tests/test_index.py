@@ -24,8 +24,8 @@ def topic_vectors(n: int, seed: int = 0) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-def exact_top(index: TopicIndex, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[int]:
-    nums = np.flatnonzero(index.present if allowed is None else index.present & allowed[: len(index.present)])
+def exact_top(index: TopicIndex, query: np.ndarray, k: int) -> list[int]:
+    nums = np.flatnonzero(index.present)
     scores = index.vectors[nums] @ (query / np.linalg.norm(query))
     return nums[np.argsort(-scores)[:k]].tolist()
 
