@@ -79,6 +79,7 @@ def recommend_for_user(
     filters = Filters(filters.kind, filters.category, filters.active_at, frozenset(exclude))
     allowed = live.eligibility.mask(filters)
     alpha = profile.strength / (profile.strength + COLD_START_WEIGHT) if profile.vector is not None else 0.0
+    unit = profile.vector / max(float(np.linalg.norm(profile.vector)), 1e-12) if profile.vector is not None else None
     want = k + MARGIN
 
     scores: dict[int, float] = {}
@@ -89,7 +90,8 @@ def recommend_for_user(
     popular = [(n, s) for n, s in popular if n < len(allowed) and allowed[n]]
     if popular:
         top = popular[0][1] or 1.0
-        similarity = _similarities(live, profile, [n for n, _ in popular])
+        nums = [n for n, _ in popular]
+        similarity = live.index.vectors[nums] @ unit if unit is not None else np.zeros(len(nums))
         for (num, score), sim in zip(popular, similarity.tolist()):
             scores[num] = scores.get(num, alpha * sim) + (1 - alpha) * score / top
     if len(scores) < want:  # thin catalog signal: fill from the index so k eligible items always come back
@@ -97,21 +99,12 @@ def recommend_for_user(
         for num, sim in live.search(fallback, want + len(scores), filters):
             scores.setdefault(num, alpha * sim)
     hits = [Hit(n, s) for n, s in sorted(scores.items(), key=lambda kv: -kv[1])[:want]]
-    if profile.vector is None:
+    if unit is None:
         return hydrate(live, hits, k, None, lambda item, vector: {"popular": True, "because_of": []})
-    unit = profile.vector / max(float(np.linalg.norm(profile.vector)), 1e-12)
     history = [(i, w) for i, w in profile.item_weights.items() if i in live.index.nums]
     weights = np.array([w for _, w in history], dtype=np.float32)
     pull = live.index.vectors[[live.index.nums[i] for i, _ in history]] * weights[:, None]
     return hydrate(live, hits, k, unit, lambda item, vector: _because_of(history, pull, item.id, vector))
-
-
-def _similarities(live: LiveIndex, profile: Profile, nums: list[int]) -> np.ndarray:
-    """Cosine of each item's topic vector with the profile (zeros without a profile)."""
-    if profile.vector is None:
-        return np.zeros(len(nums), dtype=np.float32)
-    norm = float(np.linalg.norm(profile.vector)) or 1.0
-    return live.index.vectors[nums] @ profile.vector / norm
 
 
 def _because_of(history: list[tuple[str, float]], pull: np.ndarray, item_id: str, vector: np.ndarray) -> dict:

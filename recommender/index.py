@@ -192,7 +192,6 @@ class Served:
     summaries: dict[str, Summary] = field(default_factory=dict)  # kept exact by the changes stream
 
 
-
 class LiveIndex:
     """The version an API process serves, kept current from Redis.
 
