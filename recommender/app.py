@@ -5,34 +5,25 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import faiss
-from flask import Flask, current_app
+from flask import Flask
 
+from recommender.api import docs, health, items, search, topics, users
+from recommender.api import map as map_api
 from recommender.auth import auth_enabled
 from recommender.catalog import Catalog, connect
 from recommender.catalog_map import MapCache
-from recommender.errors import ApiError, register_error_handlers
+from recommender.errors import register_error_handlers
 from recommender.index import LiveIndex
 from recommender.json_provider import OrjsonProvider
 from recommender.metrics import init_metrics
 from recommender.settings import Settings
+from recommender.state import State, init_app
 from recommender.versions import VersionStore
+from recommender.web import map_page
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class State:
-    """What request handlers share inside one process."""
-
-    settings: Settings
-    catalog: Catalog
-    live: LiveIndex
-    maps: MapCache
-    #: Wall clock for sale windows and event decay; tests inject their own.
-    clock: Callable[[], float] = field(default=time.time)
 
 
 def create_app(settings: Settings | None = None, clock: Callable[[], float] = time.time) -> Flask:
@@ -46,16 +37,11 @@ def create_app(settings: Settings | None = None, clock: Callable[[], float] = ti
     catalog = Catalog(connect(settings.redis_url_or_default), settings.key_prefix)
     store = VersionStore(settings.data_dir)
     live = LiveIndex(catalog, store)
-    app.extensions["vistas"] = State(settings, catalog, live, MapCache(store), clock)
+    init_app(app, State(settings, catalog, live, MapCache(store), clock))
     register_error_handlers(app)
     if not auth_enabled(settings):
         log.warning("NO API KEYS CONFIGURED: development mode, every endpoint (writes included) is open. "
                     "Set VISTAS_ADMIN_KEYS and VISTAS_CLIENT_KEYS in production.")
-
-    from recommender.api import docs, health, items, search, topics, users
-    from recommender.api import map as map_api
-    from recommender.web import map_page
-
     for blueprint in (health.bp, items.bp, topics.bp, users.bp, search.bp, docs.bp, map_api.bp, map_page.bp):
         app.register_blueprint(blueprint)
     init_metrics(app)
@@ -65,15 +51,3 @@ def create_app(settings: Settings | None = None, clock: Callable[[], float] = ti
         log.warning("index not loaded at start (%s); will retry on requests", exc)
     return app
 
-
-def state() -> State:
-    return current_app.extensions["vistas"]
-
-
-def ready_index() -> LiveIndex:
-    """The live index, caught up with Redis; 503 when no version is loaded yet."""
-    live = state().live
-    live.sync()
-    if not live.ready:
-        raise ApiError(503, "index_not_ready", "no index version is loaded yet; ingest a catalog first")
-    return live

@@ -17,6 +17,7 @@ from flask import request
 
 from recommender.errors import ApiError
 from recommender.settings import Settings
+from recommender.state import state
 
 F = TypeVar("F", bound=Callable)
 Role = Literal["admin", "client"]
@@ -63,8 +64,6 @@ def require(role: Role) -> Callable[[F], F]:
     def decorate(view: F) -> F:
         @wraps(view)
         def wrapped(*args, **kwargs):
-            from recommender.app import state
-
             check(state().settings, role)
             return view(*args, **kwargs)
 

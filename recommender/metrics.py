@@ -16,6 +16,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from recommender.state import app_state
+
 REQUESTS = Counter("vistas_requests_total", "HTTP requests", ["endpoint", "method", "status"])
 LATENCY = Histogram(
     "vistas_request_seconds", "HTTP request latency", ["endpoint"],
@@ -30,7 +32,7 @@ class IndexCollector(Collector):
         self.app = app
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        state = self.app.extensions["vistas"]
+        state = app_state(self.app)
         live = state.live
         yield GaugeMetricFamily("vistas_index_items", "Items in the served index",
                                 value=len(live.index) if live.index is not None else 0)

@@ -8,6 +8,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from recommender.app import create_app
 from recommender.settings import Settings
 
 
@@ -31,8 +32,6 @@ class GunicornServer(BaseApplication):
                 self.cfg.set(key, value)
 
     def load(self):
-        from recommender.app import create_app
-
         return create_app(self.settings)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
-from recommender.app import state
+from recommender.state import state
 
 bp = Blueprint("health", __name__)
 

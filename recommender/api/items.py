@@ -10,7 +10,7 @@ from flask import Blueprint, jsonify, request, send_file
 from PIL import Image, UnidentifiedImageError
 
 from recommender.api.params import filters_arg, float_arg, int_arg, item_id_arg
-from recommender.app import ready_index, state
+from recommender.state import ready_index, state
 from recommender.auth import require
 from recommender.catalog import DELETED, UPSERT, Item
 from recommender.errors import ApiError

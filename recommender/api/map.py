@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
-from recommender.app import ready_index, state
+from recommender.state import ready_index, state
 from recommender.auth import require
 from recommender.catalog_map import LABELS, REPRESENTATIONS
 from recommender.errors import ApiError

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from flask import Blueprint, jsonify, request
 
 from recommender.api.params import filters_arg, float_arg, int_arg
-from recommender.app import ready_index, state
+from recommender.state import ready_index, state
 from recommender.auth import require
 from recommender.errors import ApiError
 from recommender.recommend import hydrate, ranked

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
-from recommender.app import ready_index
+from recommender.state import ready_index
 from recommender.auth import require
 
 bp = Blueprint("topics", __name__, url_prefix="/v1/topics")

@@ -7,7 +7,7 @@ import math
 from flask import Blueprint, jsonify, request
 
 from recommender.api.params import filters_arg, int_arg
-from recommender.app import ready_index, state
+from recommender.state import ready_index, state
 from recommender.auth import require
 from recommender.catalog import parse_timestamp, valid_item_id
 from recommender.errors import ApiError

@@ -1,0 +1,58 @@
+"""The per-process state every request handler shares, in a leaf module (flaskr's ``db.py``).
+
+Blueprints, auth, metrics and the web page import :func:`state` and
+:func:`ready_index` from here; the app factory calls :func:`init_app`. No module
+imports the factory, so there is no import circle to work around.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from flask import Flask, current_app
+
+from recommender.catalog import Catalog
+from recommender.catalog_map import MapCache
+from recommender.errors import ApiError
+from recommender.index import LiveIndex
+from recommender.settings import Settings
+
+EXTENSION = "vistas"
+
+
+@dataclass
+class State:
+    """What request handlers share inside one process."""
+
+    settings: Settings
+    catalog: Catalog
+    live: LiveIndex
+    maps: MapCache
+    #: Wall clock for sale windows and event decay; tests inject their own.
+    clock: Callable[[], float] = field(default=time.time)
+
+
+def init_app(app: Flask, state_: State) -> None:
+    """Attach ``state_`` to ``app``: :func:`state` returns it inside that app's requests."""
+    app.extensions[EXTENSION] = state_
+
+
+def state() -> State:
+    """The current app's State."""
+    return app_state(current_app)
+
+
+def app_state(app: Flask) -> State:
+    """``app``'s State, outside a request too (the metrics collector runs at scrape time)."""
+    return app.extensions[EXTENSION]
+
+
+def ready_index() -> LiveIndex:
+    """The live index, caught up with Redis; 503 when no version is loaded yet."""
+    live = state().live
+    live.sync()
+    if not live.ready:
+        raise ApiError(503, "index_not_ready", "no index version is loaded yet; ingest a store first")
+    return live
