@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from indexer.embedded_redis import EmbeddedRedis
-from recommender.catalog import INDEXED, Catalog, Item, connect
+from recommender.store import Store
+from recommender.store.items import Item, Status
 from recommender.index import TopicIndex
 from recommender.versions import TOPICS, VersionStore
 
@@ -38,29 +39,26 @@ PORT = 8765
 PREFIX = "bench"
 
 
-def build_catalog(catalog: Catalog, data_dir: Path, n: int, dim: int = 30) -> None:
+def build_catalog(store: Store, data_dir: Path, n: int, dim: int = 30) -> None:
     rng = np.random.default_rng(0)
     vectors = rng.gamma(0.3, size=(n, dim)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    pipe = catalog.r.pipeline(transaction=False)
+    items = []
     for i in range(n):
         item = Item(id=f"item-{i}", title=f"Item {i}", kind="sale" if i % 4 == 0 else "product",
-                    category=f"cat-{i % 50}", status=INDEXED, vector=vectors[i], version=1)
+                    category=f"cat-{i % 50}", status=Status.INDEXED, vector=vectors[i], version=1)
         if i % 4 == 0:
             item.starts_at, item.ends_at = "2020-01-01T00:00:00Z", "2100-01-01T00:00:00Z"
-        pipe.hset(f"{PREFIX}:item:{item.id}", mapping={**item.to_hash(), "num": i + 1})
-        pipe.sadd(f"{PREFIX}:items", item.id)
-        if i % 5000 == 4999:
-            pipe.execute()
-    pipe.execute()
+        items.append(item)
+    store.items.put_many(items)  # a fresh prefix: numbers 1..n
     index = TopicIndex(dim)
     index.upsert(np.arange(1, n + 1), [f"item-{i}" for i in range(n)], vectors)
-    store = VersionStore(data_dir)
-    with store.create(1, {"items": n, "changes_from": "0-0"}) as directory:
+    files = VersionStore(data_dir)
+    with files.create(1, {"items": n, "changes_from": "0-0"}) as directory:
         index.save(directory)
         (directory / TOPICS).write_text(json.dumps([{"id": t, "name": f"topic {t}", "top_tags": []}
                                                      for t in range(dim)]))
-    catalog.set_current_version(1)
+    store.versions.set_current(1)
 
 
 def _one(args: tuple[str, str, bytes | None]) -> float:
@@ -112,9 +110,9 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp) / "redis", persist=False) as redis_server:
-        catalog = Catalog(connect(redis_server.url), PREFIX)
+        store = Store.from_url(redis_server.url, PREFIX)
         started = time.perf_counter()
-        build_catalog(catalog, Path(tmp) / "data", args.items)
+        build_catalog(store, Path(tmp) / "data", args.items)
         print(f"synthetic catalog: {args.items} items in {time.perf_counter() - started:.1f}s")
         recall = search_recall(Path(tmp) / "data")
         env = {**os.environ, "REDIS_URL": redis_server.url, "VISTAS_DATA_DIR": str(Path(tmp) / "data"),

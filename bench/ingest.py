@@ -32,7 +32,8 @@ from indexer.ingest import ingest
 from indexer.manifest import Entry
 from indexer.tagger import Tagger
 from indexer.worker import Worker
-from recommender.catalog import Catalog, Item, connect
+from recommender.store import Store
+from recommender.store.items import Item, Status
 from recommender.settings import Settings
 
 from report import demo_photos, fmt
@@ -54,11 +55,11 @@ def main() -> None:
             server = stack.enter_context(EmbeddedRedis(Path(tempfile.mkdtemp()) / "redis", persist=False))
             settings = settings.with_(redis_url=server.url)
         settings = settings.with_(data_dir=Path(stack.enter_context(tempfile.TemporaryDirectory())))
-        catalog = Catalog(connect(settings.redis_url_or_default), settings.key_prefix)
-        stack.callback(catalog.clear)
+        store = Store.from_url(settings.redis_url_or_default, settings.key_prefix)
+        stack.callback(store.clear)
         paths = demo_photos()[: args.photos]
         tagger = Tagger(settings)
-        ingest([Entry(Item(id=f"seed-{i}"), p) for i, p in enumerate(paths[:64])], settings, catalog, tagger,
+        ingest([Entry(Item(id=f"seed-{i}"), p) for i, p in enumerate(paths[:64])], settings, store, tagger,
                progress=False)  # version 1, so the worker has a topic model
 
         def run_inline() -> float:
@@ -66,7 +67,7 @@ def main() -> None:
             done = sum(1 for _ in tagger.tag((i, p) for i, p in enumerate(paths)))
             return done / (time.perf_counter() - started)
 
-        worker = Worker(settings, catalog, tagger=tagger, name="bench")
+        worker = Worker(settings, store, tagger=tagger, name="bench")
         thread = threading.Thread(target=worker.run, daemon=True)
         thread.start()
         stack.callback(thread.join)
@@ -75,11 +76,11 @@ def main() -> None:
         def run_worker(round_no: int) -> float:
             ids = [f"r{round_no}-{i}" for i in range(len(paths))]
             for item_id, path in zip(ids, paths):
-                catalog.put(Item(id=item_id, image=str(path)))
+                store.items.put(Item(id=item_id, image=str(path)))
             started = time.perf_counter()
             for item_id in ids:
-                catalog.enqueue(item_id)
-            while any(f["status"] != "indexed" for f in catalog.filter_fields(ids)):
+                store.queue.enqueue(item_id)
+            while any(s is None or s.status != Status.INDEXED for s in store.items.summaries(ids)):
                 time.sleep(0.02)
             return len(ids) / (time.perf_counter() - started)
 
@@ -99,10 +100,10 @@ def main() -> None:
             """Seconds from a write to an idle worker's queue to the item indexed (and announced)."""
             time.sleep(0.3)  # the worker is waiting on the stream, as between storefront writes
             item_id = f"single-{n}"
-            catalog.put(Item(id=item_id, image=str(paths[n % len(paths)])))
+            store.items.put(Item(id=item_id, image=str(paths[n % len(paths)])))
             started = time.perf_counter()
-            catalog.enqueue(item_id)
-            while catalog.filter_fields([item_id])[0]["status"] != "indexed":
+            store.queue.enqueue(item_id)
+            while getattr(store.items.summaries([item_id])[0], "status", None) != Status.INDEXED:
                 time.sleep(0.005)
             return time.perf_counter() - started
 

@@ -27,7 +27,8 @@ import numpy as np
 from indexer.embedded_redis import EmbeddedRedis
 from indexer.reindex import Reindex
 from indexer.vocabulary import imagenet_labels
-from recommender.catalog import INDEXED, Catalog, Item, connect
+from recommender.store import Store
+from recommender.store.items import Item, Status
 from recommender.settings import Settings
 
 CLUSTERS = 60
@@ -35,7 +36,7 @@ FEATURES = 1280
 CHUNK = 10_000
 
 
-def fill(catalog: Catalog, size: int, seed: int = 0) -> None:
+def fill(store: Store, size: int, seed: int = 0) -> None:
     """``size`` indexed items with cluster-shaped features and tags (what a tagged catalog stores)."""
     rng = np.random.default_rng(seed)
     labels = imagenet_labels()
@@ -51,10 +52,10 @@ def fill(catalog: Catalog, size: int, seed: int = 0) -> None:
         for row, cluster in enumerate(clusters):
             picked = rng.choice(cluster_tags[cluster], 5, replace=False)
             tags = [(labels[t], round(float(p), 4)) for t, p in zip(picked, probs[row])]
-            items.append(Item(id=f"item-{start + row}", title=f"Item {start + row}", status=INDEXED, tags=tags,
+            items.append(Item(id=f"item-{start + row}", title=f"Item {start + row}", status=Status.INDEXED, tags=tags,
                               vector=vector, version=1))
-        catalog.put_many(items, list(features))
-    catalog.set_current_version(1)
+        store.items.put_many(items, list(features))
+    store.versions.set_current(1)
 
 
 def measure(size: int, settings: Settings, work: Path) -> tuple[float, dict[str, float]]:
@@ -63,15 +64,15 @@ def measure(size: int, settings: Settings, work: Path) -> tuple[float, dict[str,
         if settings.redis_url is None:  # a server of its own, thrown away afterwards
             server = stack.enter_context(EmbeddedRedis(work / f"redis-{size}", persist=False))
             settings = settings.with_(redis_url=server.url)
-            catalog = Catalog(connect(server.url), settings.key_prefix)
+            store = Store.from_url(server.url, settings.key_prefix)
         else:
-            catalog = Catalog(connect(settings.redis_url), settings.key_prefix)
-            stack.callback(catalog.clear)
+            store = Store.from_url(settings.redis_url, settings.key_prefix)
+            stack.callback(store.clear)
         started = time.perf_counter()
-        fill(catalog, size)
+        fill(store, size)
         print(f"  {size:>9,} items stored in {time.perf_counter() - started:.0f}s; reindexing...", flush=True)
-        report = Reindex(settings, catalog, progress=False).run(reuse_features=True)
-        assert report.items == size and catalog.current_version() == 2
+        report = Reindex(settings, store, progress=False).run(reuse_features=True)
+        assert report.items == size and store.versions.current() == 2
         return report.seconds, report.phases
 
 

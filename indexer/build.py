@@ -16,7 +16,7 @@ import numpy as np
 
 from indexer.projection import Projector, build_map, save_projectors
 from indexer.topics import DEFAULT_REPRESENTATION, TopicModel
-from recommender.catalog import Catalog
+from recommender.store import Store
 from recommender.catalog_map import CatalogMap
 from recommender.index import TopicIndex
 from recommender.settings import Settings
@@ -26,49 +26,50 @@ log = logging.getLogger(__name__)
 
 
 def build_version(
-    settings: Settings, catalog: Catalog, ids: Sequence[str], nums: Sequence[int],
+    settings: Settings, store: Store, ids: Sequence[str], nums: Sequence[int],
     tags: Sequence[list[tuple[str, float]]], features: np.ndarray | None,
 ) -> tuple[int, np.ndarray]:
     """Fit a topic model on these items, lay out their map and write version N+1 (the caller makes it current).
 
     Returns the new version number and the items' serving vectors.
     """
-    version = next_version(settings, catalog)
+    version = next_version(settings, store)
     started = time.monotonic()
-    changes_from = catalog.last_change_id()
-    model = new_topic_model(settings, catalog)
+    changes_from = store.changes.last_id()
+    model = new_topic_model(settings, store)
     vectors = model.fit(tags, features)
     index = TopicIndex(vectors.shape[1])
     index.upsert(np.asarray(nums), list(ids), vectors)
-    layout = lay_out(settings, catalog, ids, nums, tags, features, vectors)
-    write_version(settings, catalog, version, model, index, layout, changes_from, time.monotonic() - started)
+    layout = lay_out(settings, store, ids, nums, tags, features, vectors)
+    write_version(settings, store, version, model, index, layout, changes_from, time.monotonic() - started)
     return version, vectors
 
 
-def new_topic_model(settings: Settings, catalog: Catalog) -> TopicModel:
+def new_topic_model(settings: Settings, store: Store) -> TopicModel:
     """An unfitted topic model in the representation `vistas eval` chose (the default until it ran)."""
-    return TopicModel(n_topics=settings.n_topics, representation=catalog.representation() or DEFAULT_REPRESENTATION)
+    representation = store.versions.representation() or DEFAULT_REPRESENTATION
+    return TopicModel(n_topics=settings.n_topics, representation=representation)
 
 
 def lay_out(
-    settings: Settings, catalog: Catalog, ids: Sequence[str], nums: Sequence[int],
+    settings: Settings, store: Store, ids: Sequence[str], nums: Sequence[int],
     tags: Sequence[list[tuple[str, float]]], features: np.ndarray | None, vectors: np.ndarray,
 ) -> tuple[CatalogMap, list[Projector]]:
     """The catalog map of these items (with their serving ``vectors``) and what places later items on it."""
-    items = catalog.get_many(ids)
+    items = store.items.get_many(ids)
     return build_map(
         ids, nums, [i.title if i else "" for i in items], [bool(i and i.image) for i in items],
         tags, features, vectors, settings.n_topics,
     )
 
 
-def next_version(settings: Settings, catalog: Catalog) -> int:
+def next_version(settings: Settings, store: Store) -> int:
     """One more than any version Redis or the data directory knows (rolled-back ones included)."""
-    return max([catalog.current_version(), *VersionStore(settings.data_dir).versions()]) + 1
+    return max([store.versions.current(), *VersionStore(settings.data_dir).versions()]) + 1
 
 
 def write_version(
-    settings: Settings, catalog: Catalog, version: int, model: TopicModel, index: TopicIndex,
+    settings: Settings, store: Store, version: int, model: TopicModel, index: TopicIndex,
     layout: tuple[CatalogMap, list[Projector]], changes_from: str, build_seconds: float, **manifest: object,
 ) -> None:
     """Write version ``version``'s directory, and its topic model into Redis for workers elsewhere.
@@ -76,35 +77,35 @@ def write_version(
     ``changes_from`` is the changes stream's position when the build read the catalog: an API
     loading this version replays the changes after it.
     """
-    store = VersionStore(settings.data_dir)
+    files = VersionStore(settings.data_dir)
     manifest = {
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "build_seconds": round(build_seconds, 1),
         "items": len(index), "topics": model.n_topics, "representation": model.representation,
         "backbone": settings.backbone, "changes_from": changes_from, **manifest,
     }
     catalog_map, projectors = layout
-    with store.create(version, manifest) as directory:
+    with files.create(version, manifest) as directory:
         index.save(directory)
         model.save(directory / MODEL)
         (directory / TOPICS).write_text(json.dumps([t.to_json() for t in model.topics], indent=1))
         catalog_map.save(directory)
         save_projectors(projectors, directory / MAP_MODEL)
-        catalog.save_model(version, (directory / MODEL).read_bytes())
+        store.versions.save_model(version, (directory / MODEL).read_bytes())
     log.info(
         "built index version %d: %d items, %d topics (%s) in %.1fs",
         version, len(index), model.n_topics, model.representation, build_seconds,
     )
 
 
-def load_model(settings: Settings, version: int, catalog: Catalog | None = None) -> TopicModel:
+def load_model(settings: Settings, version: int, store: Store | None = None) -> TopicModel:
     """The topic model of a version: from its directory, else from Redis (a worker on another machine)."""
-    store = VersionStore(settings.data_dir)
-    if store.exists(version):
-        return TopicModel.load(store.path(version) / MODEL)
-    data = catalog.model_bytes(version) if catalog is not None else None
+    files = VersionStore(settings.data_dir)
+    if files.exists(version):
+        return TopicModel.load(files.path(version) / MODEL)
+    data = store.versions.model_bytes(version) if store is not None else None
     if data is None:
         raise FileNotFoundError(
-            f"Redis says index version {version} is current, but {store.path(version)} does not exist: "
+            f"Redis says index version {version} is current, but {files.path(version)} does not exist: "
             "point VISTAS_DATA_DIR at the directory the index was built in, or start over with --reset"
         )
     return TopicModel.loads(data)

@@ -61,17 +61,17 @@ def main(ctx: click.Context, redis_url: str | None, data_dir: Path | None, key_p
         raise click.UsageError(str(exc)) from None
 
 
-def _catalog(settings: Settings):
-    from recommender.catalog import Catalog, connect
+def _store(settings: Settings):
+    from recommender.store import Store
 
-    catalog = Catalog(connect(settings.redis_url_or_default), settings.key_prefix)
+    store = Store.from_url(settings.redis_url_or_default, settings.key_prefix)
     try:
-        catalog.ping()
+        store.ping()
     except Exception as exc:  # noqa: BLE001 - turned into a message that says how to fix it
         raise click.ClickException(
             f"cannot reach Redis at {settings.redis_url_or_default} ({exc}); start one or set REDIS_URL"
         ) from None
-    return catalog
+    return store
 
 
 @main.command()
@@ -106,7 +106,7 @@ def _ingest(settings: Settings, path: Path, reset: bool, enqueue: bool = False) 
     from indexer.ingest import ingest as run_ingest
     from indexer.manifest import ManifestError, read_catalog
 
-    catalog = _catalog(settings)
+    store = _store(settings)
     try:
         entries = read_catalog(path)
     except ManifestError as exc:
@@ -116,22 +116,22 @@ def _ingest(settings: Settings, path: Path, reset: bool, enqueue: bool = False) 
     if reset:
         import shutil
 
-        catalog.clear()
+        store.clear()
         shutil.rmtree(settings.data_dir / "versions", ignore_errors=True)
     if enqueue:
-        if not catalog.current_version():
+        if not store.versions.current():
             raise click.ClickException(
                 "the catalog has no index version yet, so workers have no topic model to index with: "
                 "run `vistas ingest PATH` without --enqueue for the first batch"
             )
-        queued = enqueue_items(entries, catalog)
-        workers = len(catalog.workers())
+        queued = enqueue_items(entries, store)
+        workers = len(store.workers.running())
         click.echo(f"{queued} items queued for the workers ({workers} running); `vistas status` shows progress")
         if not workers:
             click.echo("no worker is running: start `vistas worker` to index them", err=True)
         return
     try:
-        report = run_ingest(entries, settings, catalog)
+        report = run_ingest(entries, settings, store)
     except FileNotFoundError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(
@@ -155,7 +155,7 @@ def serve(settings: Settings, bind: str, workers: int) -> None:
     """
     from recommender.server import GunicornServer
 
-    _catalog(settings)
+    _store(settings)
     GunicornServer(settings, bind, workers).run()
 
 
@@ -182,10 +182,11 @@ def demo(settings: Settings, bind: str, workers: int, catalog_path: Path) -> Non
             server = stack.enter_context(EmbeddedRedis(settings.data_dir / "redis"))
             settings = settings.with_(redis_url=server.url)
             click.echo(f"started redis-server at {server.url}")
-        catalog = _catalog(settings)
+        store = _store(settings)
         expected = {entry.item.id for entry in read_catalog(catalog_path)}
-        if catalog.current_version() and expected <= set(catalog.ids()):
-            click.echo(f"demo catalog already indexed (version {catalog.current_version()}, {catalog.count()} items)")
+        if store.versions.current() and expected <= set(store.items.ids()):
+            click.echo(f"demo catalog already indexed (version {store.versions.current()}, "
+                       f"{store.items.count()} items)")
         else:
             _ingest(settings, catalog_path, reset=False)
         host = bind if "://" in bind else f"http://{bind}"
@@ -262,10 +263,10 @@ def _features_of(settings: Settings, pairs: list[tuple[Path, str]]):
     from indexer.images import ImageError
     from indexer.tagger import Tagger
 
-    catalog = _catalog(settings)
-    by_image = {item.image: item.id for item in catalog.iter_items() if item.image}
+    store = _store(settings)
+    by_image = {item.image: item.id for item in store.items.iter_items() if item.image}
     known = [i for i in (by_image.get(str(path)) for path, _ in pairs) if i]
-    found = dict(zip(known, catalog.features_many(known)))
+    found = dict(zip(known, store.items.features_many(known)))
     features: dict[int, np.ndarray] = {}
     for n, (path, _) in enumerate(pairs):
         stored = found.get(by_image.get(str(path), ""))
@@ -303,13 +304,13 @@ def eval_command(settings: Settings, json_path: Path | None) -> None:
     import numpy as np
 
     from indexer.evaluation import best_representation, evaluate, tag_accuracy
-    from recommender.catalog import INDEXED
+    from recommender.store.items import Status
 
-    catalog = _catalog(settings)
-    items = [i for i in catalog.iter_items() if i.status == INDEXED]
+    store = _store(settings)
+    items = [i for i in store.items.iter_items() if i.status == Status.INDEXED]
     if len(items) < 3:
         raise click.ClickException("the catalog has fewer than 3 indexed items: ingest one first")
-    stored = catalog.features_many([i.id for i in items])
+    stored = store.items.features_many([i.id for i in items])
     dim = next((f.shape[0] for f in stored if f is not None), 0)
     features = np.stack([f if f is not None else np.zeros(dim, np.float32) for f in stored])
     tags = [i.tags for i in items]
@@ -317,7 +318,7 @@ def eval_command(settings: Settings, json_path: Path | None) -> None:
     landmarks = [str(i.attrs.get("landmark", "")) for i in items]
     results = evaluate(tags, features, categories, landmarks, n_topics=settings.n_topics)
     best = best_representation(results)
-    catalog.set_representation(best)
+    store.versions.set_representation(best)
 
     def cell(x: float | None) -> str:
         return "     -" if x is None else f"{x:6.3f}"
@@ -365,9 +366,9 @@ def worker(settings: Settings, batch: int | None, batch_ms: int | None, name: st
     """
     from indexer.worker import Worker
 
-    catalog = _catalog(settings)
+    store = _store(settings)
     settings = settings.with_(**{k: v for k, v in (("worker_batch", batch), ("worker_batch_ms", batch_ms)) if v})
-    stats = Worker(settings, catalog, name=name, burst=burst).run()
+    stats = Worker(settings, store, name=name, burst=burst).run()
     click.echo(f"indexed {stats.indexed}, re-tagged {stats.retagged}, failed {stats.failed}")
 
 
@@ -395,9 +396,9 @@ def reindex(settings: Settings, reuse_features: bool, distributed: bool, rollbac
         raise click.UsageError("--rollback takes no other option")
     if reuse_features and distributed:
         raise click.UsageError("--distributed re-tags on the workers; with --reuse-features nothing is re-tagged")
-    catalog = _catalog(settings)
+    store = _store(settings)
     try:
-        report = roll_back(settings, catalog) if rollback else Reindex(settings, catalog).run(reuse_features, distributed)
+        report = roll_back(settings, store) if rollback else Reindex(settings, store).run(reuse_features, distributed)
     except ReindexError as exc:
         raise click.ClickException(str(exc)) from None
     phases = ", ".join(f"{k} {v:.1f}s" for k, v in report.phases.items())
@@ -411,7 +412,7 @@ def status(settings: Settings) -> None:
     """Queue length, pending and dead letters, running workers, versions, the last reindex."""
     from indexer.status import report
 
-    click.echo(report(settings, _catalog(settings)))
+    click.echo(report(settings, _store(settings)))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ from indexer.manifest import Entry
 from indexer.tagger import Tagger, Tagging
 from indexer.vectors import CurrentModel, Tagged, feature_matrix, index_tagged, place_on_map
 from indexer.vocabulary import normalize_tag
-from recommender.catalog import SETTLED, UPSERT, Catalog
+from recommender.store import Store
+from recommender.store.queue import Settled
 from recommender.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -49,14 +50,14 @@ def merge_tags(labels: Sequence[tuple[str, float]], given: Sequence[str]) -> lis
 
 
 def ingest(
-    entries: Sequence[Entry], settings: Settings, catalog: Catalog, tagger: Tagger | None = None,
+    entries: Sequence[Entry], settings: Settings, store: Store, tagger: Tagger | None = None,
     progress: bool = True,
 ) -> IngestReport:
     """Store, tag and index ``entries``; unreadable photos mark their item failed and the rest go on."""
     started = time.monotonic()
     report = IngestReport()
     for entry in tqdm(entries, desc="storing", unit="item", disable=not progress, leave=False):
-        catalog.put(entry.item)
+        store.items.put(entry.item)
     report.stored = len(entries)
 
     photos = [(e.item.id, e.photo) for e in entries if e.photo is not None]
@@ -66,7 +67,7 @@ def ingest(
         with tqdm(total=len(photos), desc="tagging", unit="photo", disable=not progress) as bar:
             for item_id, result in tagger.tag(photos, on_done=bar.update):
                 if isinstance(result, ImageError):
-                    catalog.mark_failed(item_id, str(result))
+                    store.items.mark_failed(item_id, str(result))
                     report.failed.append((item_id, str(result)))
                     log.warning("item %s failed: %s", item_id, result)
                 else:
@@ -79,13 +80,13 @@ def ingest(
     tags = [merge_tags(taggings[i.id].labels if i.id in taggings else [], i.given_tags) for i in ready]
     tagged = [Tagged(i.id, i.num, tags[row], taggings[i.id].features if i.id in taggings else None)
               for row, i in enumerate(ready)]
-    if catalog.current_version() == 0:
-        report.version = _first_version(settings, catalog, tagged, progress)
+    if store.versions.current() == 0:
+        report.version = _first_version(settings, store, tagged, progress)
         report.built, report.indexed = True, len(ready)
     else:
-        codes = index_tagged(catalog, CurrentModel(settings, catalog), tagged,
-                             on_settled=lambda items, version: place_on_map(settings, catalog, items, version))
-        report.version, report.indexed = catalog.current_version(), codes.count(SETTLED)
+        codes = index_tagged(store, CurrentModel(settings, store), tagged,
+                             on_settled=lambda items, version: place_on_map(settings, store, items, version))
+        report.version, report.indexed = store.versions.current(), codes.count(Settled.SETTLED)
     report.seconds = time.monotonic() - started
     log.info(
         "ingested %d items: %d indexed, %d failed, version %d%s, %.1fs",
@@ -95,26 +96,24 @@ def ingest(
     return report
 
 
-def _first_version(settings: Settings, catalog: Catalog, tagged: list[Tagged], progress: bool) -> int:
+def _first_version(settings: Settings, store: Store, tagged: list[Tagged], progress: bool) -> int:
     """Fit the topic model on the first items, build version 1 and make it current."""
     version, vectors = build_version(
-        settings, catalog, [t.item_id for t in tagged], [t.num for t in tagged], [t.tags for t in tagged],
+        settings, store, [t.item_id for t in tagged], [t.num for t in tagged], [t.tags for t in tagged],
         feature_matrix(tagged),
     )
     for t, vector in zip(tqdm(tagged, desc="writing", unit="item", disable=not progress, leave=False), vectors):
-        catalog.mark_indexed(t.item_id, t.tags, vector, version, t.features)
-    catalog.set_current_version(version)
+        store.items.mark_indexed(t.item_id, t.tags, vector, version, t.features)
+    store.versions.set_current(version)
     return version
 
 
-def enqueue(entries: Sequence[Entry], catalog: Catalog, progress: bool = True) -> int:
+def enqueue(entries: Sequence[Entry], store: Store, progress: bool = True) -> int:
     """Store items and queue them for `vistas worker` (their photos must be readable by the workers).
 
     As ``PUT /v1/items/{id}`` does, the write is announced at once: a replaced item leaves the
     running APIs' answers until a worker has indexed its new photo.
     """
     for entry in tqdm(entries, desc="queueing", unit="item", disable=not progress, leave=False):
-        num = catalog.put(entry.item)
-        catalog.publish_change(UPSERT, entry.item.id, num)
-        catalog.enqueue(entry.item.id)
+        store.submit(entry.item)
     return len(entries)

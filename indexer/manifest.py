@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from recommender.catalog import Item, parse_timestamp, valid_item_id
+from recommender.store.items import Item, parse_timestamp, valid_item_id
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 COLUMNS = ("id", "title", "kind", "category", "image", "price", "starts_at", "ends_at", "tags")

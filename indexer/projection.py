@@ -31,7 +31,7 @@ from sklearn.preprocessing import normalize
 from threadpoolctl import threadpool_limits
 
 from indexer.topics import Representation, TopicModel
-from recommender.catalog import Catalog
+from recommender.store import Store
 from recommender.catalog_map import LABELS, NO_TOPIC, REPRESENTATIONS, CatalogMap, Layout, dominant_topics, map_rows
 from recommender.settings import Settings
 from recommender.versions import MAP_MODEL, VersionStore
@@ -221,7 +221,7 @@ def save_projectors(projectors: list[Projector], path: Path) -> None:
 
 
 def place_items(
-    settings: Settings, catalog: Catalog, version: int, ids: Sequence[str], tags: Tags, features: np.ndarray | None,
+    settings: Settings, store: Store, version: int, ids: Sequence[str], tags: Tags, features: np.ndarray | None,
 ) -> None:
     """Put items indexed after ``version`` was built on its map; the rows go to Redis, the map file stays."""
     if not ids:
@@ -232,4 +232,4 @@ def place_items(
         return
     projectors: list[Projector] = joblib.load(path)
     layouts = {projector.representation: projector.place(tags, features) for projector in projectors}
-    catalog.set_map_rows(version, dict(zip(ids, map_rows(layouts))))
+    store.versions.set_map_rows(version, dict(zip(ids, map_rows(layouts))))

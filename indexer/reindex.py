@@ -13,7 +13,7 @@
    noted the changes stream's position before it started, and every item
    indexed after it is transformed again with the new model and announced.
    Workers cannot write an old-model vector after the flip
-   (:meth:`Catalog.settle` refuses it);
+   (:meth:`recommender.store.queue.Queue.settle` refuses it);
 6. **prune**: keep the newest ``keep_versions`` versions.
 
 ``rollback`` flips the pointer back to the newest kept version before the
@@ -41,7 +41,10 @@ from indexer.ingest import merge_tags
 from indexer.tagger import Tagger
 from indexer.topics import TopicModel
 from indexer.vectors import Tagged, feature_matrix, transform
-from recommender.catalog import DELETED, FAIL, INDEXED, RETAG, UPSERT, Catalog, Outcome
+from recommender.store import Store
+from recommender.store.changes import Change
+from recommender.store.items import Status
+from recommender.store.queue import Op, Outcome
 from recommender.index import TopicIndex
 from recommender.settings import Settings
 from recommender.versions import VersionStore
@@ -91,12 +94,12 @@ class Built:
 class Reindex:
     """One reindex job; :meth:`run` does it all, the steps are methods so tests can interleave writes."""
 
-    def __init__(self, settings: Settings, catalog: Catalog, tagger: Tagger | None = None, progress: bool = True):
+    def __init__(self, settings: Settings, store: Store, tagger: Tagger | None = None, progress: bool = True):
         self.settings = settings
-        self.catalog = catalog
+        self.store = store
         self.tagger = tagger
         self.progress = progress
-        self.store = VersionStore(settings.data_dir)
+        self.files = VersionStore(settings.data_dir)
         self.job = uuid.uuid4().hex[:12]
         self.report = ReindexReport()
         self.changes_from = "0-0"
@@ -119,34 +122,34 @@ class Reindex:
     @contextmanager
     def locked(self) -> Iterator[None]:
         """Only one reindex (or rollback) at a time."""
-        holder = self.catalog.lock_reindex(self.job, LOCK_TTL_S)
+        holder = self.store.reindex.lock(self.job, LOCK_TTL_S)
         if holder is not None:
             raise ReindexError(f"reindex {holder} is running (see `vistas status`); wait for it to finish")
         try:
             yield
         except BaseException as exc:
-            self.catalog.set_reindex_state(phase="failed", error=repr(exc), finished_at=time.time())
+            self.store.reindex.set_state(phase="failed", error=repr(exc), finished_at=time.time())
             raise
         finally:
-            self.catalog.unlock_reindex(self.job)
+            self.store.reindex.unlock(self.job)
 
     def begin(self) -> None:
         """Note where the changes stream stands: anything indexed after this is redone after the flip."""
-        self.changes_from = self.catalog.last_change_id()
-        self.catalog.set_reindex_state(reset=True, job=self.job, phase="starting", started_at=time.time(),
-                                       from_version=self.catalog.current_version())
+        self.changes_from = self.store.changes.last_id()
+        self.store.reindex.set_state(reset=True, job=self.job, phase="starting", started_at=time.time(),
+                                       from_version=self.store.versions.current())
         log.info("reindex %s: started (changes stream at %s)", self.job, self.changes_from)
 
     def tag(self, distributed: bool) -> None:
         """Re-tag every item with a photo or given tags; results land in Redis marked with this job."""
         started = time.monotonic()
-        candidates = self.catalog.ids()  # every item but the deleted ones
+        candidates = self.store.items.ids()  # every item but the deleted ones
         self._phase("tagging", total=len(candidates), tagged=0, failed=0, skipped=0)
         if distributed:
             self._tag_on_workers(candidates)
         else:
             self._tag_here(candidates)
-        state = self.catalog.reindex_state()
+        state = self.store.reindex.state()
         self.report.failed = int(state.get("failed", 0))
         self.report.phases["tag"] = time.monotonic() - started
         log.info("reindex %s: re-tagged %s items (%d failed) in %.1fs", self.job, state.get("tagged"),
@@ -156,13 +159,13 @@ class Reindex:
         """Fit the topic model on a random sample of the items (all of them when there are fewer)."""
         started = time.monotonic()
         self._phase("fitting")
-        ids = self.catalog.ids()
+        ids = self.store.items.ids()
         sample = ids if len(ids) <= self.settings.fit_sample else random.Random(0).sample(ids, self.settings.fit_sample)
         rows = [r for r in self._rows(sample, "reading sample") if self._usable(r, reuse_features)]
         if not rows:
             raise ReindexError("no indexed items to build from: ingest a catalog first")
         tagged = [_tagged(r) for r in rows]
-        model = new_topic_model(self.settings, self.catalog)
+        model = new_topic_model(self.settings, self.store)
         features = feature_matrix(tagged)
         vectors = model.fit([t.tags for t in tagged], features)
         self.report.phases["fit"] = time.monotonic() - started
@@ -174,7 +177,7 @@ class Reindex:
     def transform(self, model: TopicModel, reuse_features: bool) -> Built:
         """Every usable item's vector from ``model``, read and transformed a chunk at a time."""
         started = time.monotonic()
-        ids = self.catalog.ids()
+        ids = self.store.items.ids()
         self._phase("transforming", total=len(ids))
         built = Built([], np.zeros(0, dtype=np.int64), [], np.zeros((0, model.n_topics), dtype=np.float32))
         nums, vectors = [], []
@@ -203,15 +206,15 @@ class Reindex:
         sample = self._sample
         assert sample is not None, "fit() comes first"
         t = sample.tagged
-        layout = lay_out(self.settings, self.catalog, [x.item_id for x in t], [x.num for x in t], [x.tags for x in t],
+        layout = lay_out(self.settings, self.store, [x.item_id for x in t], [x.num for x in t], [x.tags for x in t],
                          sample.features, sample.vectors)
         self.report.phases["map"] = time.monotonic() - started
         started = time.monotonic()
         self._phase("writing")
-        version = next_version(self.settings, self.catalog)
+        version = next_version(self.settings, self.store)
         index = TopicIndex(model.n_topics)
         index.upsert(built.nums, built.ids, built.vectors)
-        write_version(self.settings, self.catalog, version, model, index, layout, self.changes_from,
+        write_version(self.settings, self.store, version, model, index, layout, self.changes_from,
                       time.monotonic() - self._started, job=self.job)
         self.report.phases["write"] = time.monotonic() - started
         return version
@@ -225,7 +228,7 @@ class Reindex:
         features, and announced when the version's file lacks them or has them outdated.
         """
         started = time.monotonic()
-        self.catalog.set_current_version(version)
+        self.store.versions.set_current(version)
         self._phase("publishing", version=version)
         log.info("reindex %s: index version %d is current", self.job, version)
         if changed is None:
@@ -234,28 +237,28 @@ class Reindex:
             keep = [i for i, item_id in enumerate(built.ids) if item_id not in changed]
             rows = [(built.ids[i], built.updated[i], built.vectors[i]) for i in keep]
             for start in tqdm(range(0, len(rows), CHUNK), desc="adopting", unit="chunk", disable=not self.progress):
-                self.catalog.adopt_vectors(version, rows[start:start + CHUNK])
+                self.store.reindex.adopt(version, rows[start:start + CHUNK])
             redo = sorted(changed)
         else:
-            redo = self.catalog.ids()
+            redo = self.store.items.ids()
         self.report.retransformed = self._redo(version, model, redo, announce=changed, in_file=built is not None)
         self.report.phases["publish"] = time.monotonic() - started
 
     def prune(self) -> None:
         """Remove versions beyond the newest ``keep_versions`` (never the current one)."""
-        current = self.catalog.current_version()
-        versions = self.store.versions()
+        current = self.store.versions.current()
+        versions = self.files.versions()
         for version in versions[:-self.settings.keep_versions] if self.settings.keep_versions > 0 else versions:
             if version != current:
-                shutil.rmtree(self.store.path(version), ignore_errors=True)
-                self.catalog.drop_model(version)
+                shutil.rmtree(self.files.path(version), ignore_errors=True)
+                self.store.versions.drop_model(version)
                 log.info("reindex %s: removed index version %d (keeping %d)", self.job, version,
                          self.settings.keep_versions)
 
     def finish(self) -> ReindexReport:
-        self.report.version = self.catalog.current_version()
+        self.report.version = self.store.versions.current()
         self.report.seconds = time.monotonic() - self._started
-        self.catalog.set_reindex_state(phase="done", finished_at=time.time(), items=self.report.items,
+        self.store.reindex.set_state(phase="done", finished_at=time.time(), items=self.report.items,
                                        seconds=round(self.report.seconds, 1))
         log.info("reindex %s: version %d, %d items, %d failed, %d re-transformed, %.1fs %s", self.job,
                  self.report.version, self.report.items, self.report.failed, self.report.retransformed,
@@ -268,38 +271,39 @@ class Reindex:
         with tqdm(total=len(candidates), desc="tagging", unit="item", disable=not self.progress) as bar:
             for start in range(0, len(candidates), CHUNK):
                 rows = [r for r in self._read(candidates[start:start + CHUNK]) if r is not None]
-                outcomes = [Outcome(RETAG, r["id"], r["num"], merge_tags([], r["given_tags"]), job=self.job)
+                outcomes = [Outcome(Op.RETAG, r["id"], r["num"], merge_tags([], r["given_tags"]), job=self.job)
                             for r in rows if not r["image"]]
                 photos = {r["id"]: r for r in rows if r["image"]}
                 for item_id, result in tagger.tag((i, Path(r["image"])) for i, r in photos.items()):
                     row = photos[item_id]
                     if isinstance(result, ImageError):
-                        outcomes.append(Outcome(FAIL, item_id, row["num"], reason=str(result), job=self.job))
+                        outcomes.append(Outcome(Op.FAIL, item_id, row["num"], reason=str(result), job=self.job))
                     else:
-                        outcomes.append(Outcome(RETAG, item_id, row["num"], merge_tags(result.labels, row["given_tags"]),
-                                                features=result.features, job=self.job))
-                self.catalog.settle(outcomes)
+                        tags = merge_tags(result.labels, row["given_tags"])
+                        outcomes.append(Outcome(Op.RETAG, item_id, row["num"], tags, features=result.features,
+                                                job=self.job))
+                self.store.queue.settle(outcomes)
                 bar.update(len(candidates[start:start + CHUNK]))
                 self._renew_lock()
 
     def _tag_on_workers(self, candidates: list[str]) -> None:
-        if not self.catalog.workers():
+        if not self.store.workers.running():
             log.warning("reindex %s: no worker is running; start `vistas worker` processes to do the tagging",
                         self.job)
-        self.catalog.ensure_queues()
-        self.catalog.enqueue_retag(candidates, self.job)
+        self.store.queue.ensure()
+        self.store.queue.enqueue_retag(candidates, self.job)
         log.info("reindex %s: %d photos queued for the workers", self.job, len(candidates))
         done, last_progress = 0, time.monotonic()
         with tqdm(total=len(candidates), desc="tagging (workers)", unit="item", disable=not self.progress) as bar:
             while done < len(candidates):
                 time.sleep(0.2)
-                state = self.catalog.reindex_state()
+                state = self.store.reindex.state()
                 now_done = sum(int(state.get(k, 0)) for k in ("tagged", "failed", "skipped"))
                 if now_done > done:
                     bar.update(now_done - done)
                     done, last_progress = now_done, time.monotonic()
                 elif time.monotonic() - last_progress > STALL_WARNING_S:
-                    workers = len(self.catalog.workers())
+                    workers = len(self.store.workers.running())
                     log.warning("reindex %s: no tagging progress for %.0fs (%d workers running); still waiting",
                                 self.job, STALL_WARNING_S, workers)
                     last_progress = time.monotonic()
@@ -310,33 +314,33 @@ class Reindex:
         """Items upserted on the changes stream after ``stream_id`` (indexed by workers meanwhile)."""
         changed: set[str] = set()
         while True:
-            entries = self.catalog.changes_after(stream_id, count=10_000)
+            entries = self.store.changes.after(stream_id, count=10_000)
             if not entries:
                 return changed
-            changed.update(c["id"] for _, c in entries if c["op"] == UPSERT)
+            changed.update(c["id"] for _, c in entries if c["op"] == Change.UPSERT)
             stream_id = entries[-1][0]
 
     def _redo(self, version: int, model: TopicModel, ids: Sequence[str], announce: set[str], in_file: bool) -> int:
         """Transform ``ids`` again from what Redis holds now, adopt the vectors, and announce the ones
         running APIs need: ``announce``, plus (``in_file`` False) those the version's file lacks."""
-        file_ids = set() if in_file else set(TopicIndex.load(self.store.path(version)).nums)
+        file_ids = set() if in_file else set(TopicIndex.load(self.files.path(version)).nums)
         written = 0
         for start in tqdm(range(0, len(ids), CHUNK), desc="re-transforming", unit="chunk", disable=not self.progress):
             rows = [r for r in self._read(ids[start:start + CHUNK])
-                    if r is not None and r["status"] == INDEXED and r["version"] != str(version)]
+                    if r is not None and r["status"] == Status.INDEXED and r["version"] != str(version)]
             if not rows:
                 continue
             vectors = transform(model, [_tagged(r) for r in rows])
-            flags = self.catalog.adopt_vectors(version, [(r["id"], r["updated_at"], v) for r, v in zip(rows, vectors)])
+            flags = self.store.reindex.adopt(version, [(r["id"], r["updated_at"], v) for r, v in zip(rows, vectors)])
             news = [(r["id"], r["num"]) for r, ok in zip(rows, flags)
                     if ok and (r["id"] in announce or (not in_file and r["id"] not in file_ids))]
-            self.catalog.publish_upserts(news)
+            self.store.changes.publish_upserts(news)
             written += sum(flags)
         return written
 
     # -- helpers ---------------------------------------------------------------------------
     def _read(self, ids: Sequence[str]) -> list[dict | None]:
-        return self.catalog.indexing_inputs(ids)
+        return self.store.reindex.inputs(ids)
 
     def _rows(self, ids: Sequence[str], what: str) -> Iterator[dict]:
         for start in tqdm(range(0, len(ids), CHUNK), desc=what, unit="chunk", disable=not self.progress,
@@ -344,34 +348,34 @@ class Reindex:
             yield from (r for r in self._read(ids[start:start + CHUNK]) if r is not None)
 
     def _usable(self, row: dict | None, reuse_features: bool) -> bool:
-        if row is None or row["status"] == DELETED:
+        if row is None or row["status"] == Status.DELETED:
             return False
-        return row["status"] == INDEXED if reuse_features else row["retag_job"] == self.job
+        return row["status"] == Status.INDEXED if reuse_features else row["retag_job"] == self.job
 
     def _phase(self, phase: str, **fields: object) -> None:
-        self.catalog.set_reindex_state(phase=phase, **fields)
+        self.store.reindex.set_state(phase=phase, **fields)
         self._renew_lock()
 
     def _renew_lock(self) -> None:
-        if self.catalog.lock_reindex(self.job, LOCK_TTL_S) is not None:
+        if self.store.reindex.lock(self.job, LOCK_TTL_S) is not None:
             raise ReindexError(f"reindex {self.job} lost its lock to another reindex; giving up")
 
 
-def rollback(settings: Settings, catalog: Catalog, progress: bool = True) -> ReindexReport:
+def rollback(settings: Settings, store: Store, progress: bool = True) -> ReindexReport:
     """Serve the newest kept version before the current one again, items' vectors included."""
-    job = Reindex(settings, catalog, progress=progress)
-    current = catalog.current_version()
-    earlier = [v for v in job.store.versions() if v < current]
+    job = Reindex(settings, store, progress=progress)
+    current = store.versions.current()
+    earlier = [v for v in job.files.versions() if v < current]
     if not earlier:
-        raise ReindexError(f"no index version before {current} is kept under {job.store.root}; nothing to roll back to")
+        raise ReindexError(f"no index version before {current} is kept under {job.files.root}; nothing to roll back to")
     target = max(earlier)
     with job.locked():
         job.begin()
-        job.changes_from = job.store.manifest(target).get("changes_from", "0-0")
+        job.changes_from = job.files.manifest(target).get("changes_from", "0-0")
         # The changes stream is capped: when it no longer reaches back to the target's build, announce all.
-        changed = None if catalog.changes_kept_after(job.changes_from) else set(catalog.ids())
-        job.publish(target, load_model(settings, target, catalog), None, changed)
-        job.report.items = len(TopicIndex.load(job.store.path(target)))
+        changed = None if store.changes.kept_after(job.changes_from) else set(store.items.ids())
+        job.publish(target, load_model(settings, target, store), None, changed)
+        job.report.items = len(TopicIndex.load(job.files.path(target)))
         log.info("rolled back from index version %d to %d", current, target)
         return job.finish()
 

@@ -4,48 +4,50 @@ from __future__ import annotations
 
 import time
 
-from recommender.catalog import WORKER_ALIVE_S, Catalog
+from recommender.store import Store
+from recommender.store.workers import WORKER_ALIVE_S
 from recommender.settings import Settings
 from recommender.versions import VersionStore
 
 DEAD_LETTERS_SHOWN = 3
 
 
-def report(settings: Settings, catalog: Catalog) -> str:
+def report(settings: Settings, store: Store) -> str:
     """The status as text: index version, queues, dead letters, workers, the last reindex."""
-    lines = [f"catalog    {catalog.count():,} items (Redis {settings.redis_url_or_default}, prefix {catalog.prefix})"]
-    lines += _version(settings, catalog)
-    stats = catalog.queue_stats()
+    lines = [f"catalog    {store.items.count():,} items (Redis {settings.redis_url_or_default}, "
+             f"prefix {store.keys.prefix})"]
+    lines += _version(settings, store)
+    stats = store.queue.stats()
     queues = []
-    for key, name in ((catalog.ingest_key, "ingest"), (catalog.retag_key, "retag")):
+    for key, name in ((store.keys.ingest, "ingest"), (store.keys.retag, "retag")):
         waiting = stats[key]["waiting"]
         queues.append(f"{name}: {'?' if waiting is None else f'{waiting:,}'} waiting, "
                       f"{stats[key]['pending']:,} being indexed")
     lines.append("queue      " + "; ".join(queues))
-    dead = catalog.dead_letters(DEAD_LETTERS_SHOWN)
-    lines.append(f"dead       {stats[catalog.dead_key]['length']:,} dead letters")
+    dead = store.queue.dead_letters(DEAD_LETTERS_SHOWN)
+    lines.append(f"dead       {stats[store.keys.dead]['length']:,} dead letters")
     lines += [f"           {d['id']}: {d['reason']} ({d['attempts']} attempts)" for d in dead]
-    lines += _workers(catalog)
-    lines += _reindex(catalog)
+    lines += _workers(store)
+    lines += _reindex(store)
     return "\n".join(lines)
 
 
-def _version(settings: Settings, catalog: Catalog) -> list[str]:
-    store = VersionStore(settings.data_dir)
-    current = catalog.current_version()
-    kept = ", ".join(map(str, store.versions())) or "none"
+def _version(settings: Settings, store: Store) -> list[str]:
+    files = VersionStore(settings.data_dir)
+    current = store.versions.current()
+    kept = ", ".join(map(str, files.versions())) or "none"
     if not current:
         return [f"index      no version yet (kept on disk: {kept})"]
-    if not store.exists(current):
-        return [f"index      version {current}, not under {store.root} (kept on disk: {kept})"]
-    m = store.manifest(current)
+    if not files.exists(current):
+        return [f"index      version {current}, not under {files.root} (kept on disk: {kept})"]
+    m = files.manifest(current)
     built = f", built in {m['build_seconds']}s" if "build_seconds" in m else ""
     return [(f"index      version {current}: {m.get('items', 0):,} items, {m.get('topics')} topics, "
              f"created {m.get('created_at')}{built} (kept on disk: {kept})")]
 
 
-def _workers(catalog: Catalog) -> list[str]:
-    workers = catalog.workers()
+def _workers(store: Store) -> list[str]:
+    workers = store.workers.running()
     lines = [f"workers    {len(workers)} running (heartbeat within {WORKER_ALIVE_S:.0f}s)"]
     now = time.time()
     for w in workers:
@@ -55,8 +57,8 @@ def _workers(catalog: Catalog) -> list[str]:
     return lines
 
 
-def _reindex(catalog: Catalog) -> list[str]:
-    state = catalog.reindex_state()
+def _reindex(store: Store) -> list[str]:
+    state = store.reindex.state()
     if not state:
         return ["reindex    none yet"]
     phase = state.get("phase", "?")

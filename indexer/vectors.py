@@ -2,7 +2,7 @@
 
 A worker (or an inline ingest) transforms tags and features with the topic
 model of the version Redis calls current, then settles them with
-:meth:`Catalog.settle`, which refuses an outcome computed with a model that
+:meth:`recommender.store.queue.Queue.settle`, which refuses an outcome computed with a model that
 stopped being current meanwhile (a reindex flipped the pointer). Those items
 are transformed again with the new model, so an item indexed during a reindex
 lands in the new version, not in the one being retired.
@@ -19,7 +19,8 @@ import numpy as np
 from indexer.build import load_model
 from indexer.projection import place_items
 from indexer.topics import TopicModel
-from recommender.catalog import INDEX, SETTLED, STALE, Catalog, Message, Outcome
+from recommender.store import Store
+from recommender.store.queue import Message, Op, Outcome, Settled
 from recommender.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -45,18 +46,18 @@ class Tagged:
 class CurrentModel:
     """The topic model of the version Redis calls current, loaded once per version."""
 
-    def __init__(self, settings: Settings, catalog: Catalog):
+    def __init__(self, settings: Settings, store: Store):
         self.settings = settings
-        self.catalog = catalog
+        self.store = store
         self.version = 0
         self.model: TopicModel | None = None
 
     def get(self) -> tuple[int, TopicModel]:
-        version = self.catalog.current_version()
+        version = self.store.versions.current()
         if version == 0:
             raise NoVersionYet("no index version yet: build one with `vistas ingest PATH` or `vistas reindex`")
         if version != self.version or self.model is None:
-            self.model, self.version = load_model(self.settings, version, self.catalog), version
+            self.model, self.version = load_model(self.settings, version, self.store), version
             log.info("using the topic model of index version %d", version)
         return self.version, self.model
 
@@ -76,7 +77,7 @@ def transform(model: TopicModel, tagged: Sequence[Tagged]) -> np.ndarray:
 
 
 def index_tagged(
-    catalog: Catalog, models: CurrentModel, tagged: Sequence[Tagged], consumer: str = "",
+    store: Store, models: CurrentModel, tagged: Sequence[Tagged], consumer: str = "",
     on_settled: Callable[[list[Tagged], int], None] | None = None,
 ) -> list[str]:
     """Give items vectors from the current model and settle them; returns one settle code per item.
@@ -85,33 +86,33 @@ def index_tagged(
     them on that version's map). An item left ``STALE`` after :data:`MAX_STALE_ROUNDS` pointer
     flips is not written (its message stays pending and is retried).
     """
-    codes = [STALE] * len(tagged)
+    codes = [Settled.STALE] * len(tagged)
     todo = list(range(len(tagged)))
     for _ in range(MAX_STALE_ROUNDS):
         version, model = models.get()
         batch = [tagged[i] for i in todo]
         vectors = transform(model, batch)
         outcomes = [
-            Outcome(INDEX, t.item_id, t.num, t.tags, vector, t.features, message=t.message)
+            Outcome(Op.INDEX, t.item_id, t.num, t.tags, vector, t.features, message=t.message)
             for t, vector in zip(batch, vectors)
         ]
-        for i, code in zip(todo, catalog.settle(outcomes, consumer, version)):
+        for i, code in zip(todo, store.queue.settle(outcomes, consumer, version)):
             codes[i] = code
         if on_settled is not None:
-            on_settled([t for t, i in zip(batch, todo) if codes[i] == SETTLED], version)
-        todo = [i for i in todo if codes[i] == STALE]
+            on_settled([t for t, i in zip(batch, todo) if codes[i] == Settled.SETTLED], version)
+        todo = [i for i in todo if codes[i] == Settled.STALE]
         if not todo:
             break
         log.info("index version changed while indexing: transforming %d items again", len(todo))
     return codes
 
 
-def place_on_map(settings: Settings, catalog: Catalog, tagged: Sequence[Tagged], version: int) -> None:
+def place_on_map(settings: Settings, store: Store, tagged: Sequence[Tagged], version: int) -> None:
     """Put indexed items on the version's catalog map; a failure here costs the map points, nothing more."""
     if not tagged:
         return
     try:
-        place_items(settings, catalog, version, [t.item_id for t in tagged], [t.tags for t in tagged],
+        place_items(settings, store, version, [t.item_id for t in tagged], [t.tags for t in tagged],
                     feature_matrix(tagged))
     except Exception:  # noqa: BLE001 - the items are indexed and served; only their map position is missing
         log.exception("could not place %d items on the map of index version %d", len(tagged), version)

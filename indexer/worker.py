@@ -9,7 +9,7 @@ message goes to one of them. A worker:
    within ``worker_batch_ms`` of the first one;
 2. tags the photos on its best device, transforms them with the current
    topic model, and settles each message atomically (item written, change
-   announced, message acknowledged: :meth:`Catalog.settle`);
+   announced, message acknowledged: :meth:`Queue.settle <recommender.store.queue.Queue.settle>`);
 3. puts the new items on the catalog map, a few seconds' worth at a time, on
    a thread of its own;
 4. beats a heartbeat, and now and then trims the streams and claims messages
@@ -44,7 +44,9 @@ from indexer.images import CROP_SIZE, ImageError
 from indexer.ingest import merge_tags
 from indexer.tagger import Tagger, Tagging
 from indexer.vectors import CurrentModel, NoVersionYet, Tagged, index_tagged, place_on_map
-from recommender.catalog import DELETED, FAIL, GONE, RETAG, SETTLED, SKIP, Catalog, Item, Message, Outcome
+from recommender.store import Store
+from recommender.store.items import Item, Status
+from recommender.store.queue import Message, Op, Outcome, Settled
 from recommender.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -67,9 +69,9 @@ class MapPlacer:
     own: placing one item costs about as much as placing a hundred (openTSNE optimises the new
     points together, over a second here), so doing it per window would slow indexing down."""
 
-    def __init__(self, settings: Settings, catalog: Catalog):
+    def __init__(self, settings: Settings, store: Store):
         self.settings = settings
-        self.catalog = catalog
+        self.store = store
         self._pending: list[tuple[list[Tagged], int]] = []
         self._count = 0
         self._lock = threading.Lock()
@@ -103,7 +105,7 @@ class MapPlacer:
         for tagged, version in pending:
             by_version.setdefault(version, []).extend(tagged)
         for version, tagged in by_version.items():
-            place_on_map(self.settings, self.catalog, tagged, version)
+            place_on_map(self.settings, self.store, tagged, version)
 
 
 @dataclass
@@ -120,15 +122,15 @@ class Worker:
     """One indexer worker; :meth:`run` loops until SIGTERM (or, with ``burst``, until the queue is empty)."""
 
     def __init__(
-        self, settings: Settings, catalog: Catalog, tagger: Tagger | None = None, name: str | None = None,
+        self, settings: Settings, store: Store, tagger: Tagger | None = None, name: str | None = None,
         burst: bool = False,
     ):
         self.settings = settings
-        self.catalog = catalog
+        self.store = store
         self.tagger = tagger
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.burst = burst
-        self.models = CurrentModel(settings, catalog)
+        self.models = CurrentModel(settings, store)
         self.stats = WorkerStats()
         self.started = time.time()
         self._stop = threading.Event()
@@ -158,7 +160,7 @@ class Worker:
         self._warm_up()
         log.info("worker %s: started (device %s, windows of %d photos or %d ms)", self.name, self.tagger.device,
                  self.settings.worker_batch, self.settings.worker_batch_ms)
-        self.placer = MapPlacer(self.settings, self.catalog)
+        self.placer = MapPlacer(self.settings, self.store)
         try:
             self._loop()
         finally:
@@ -195,24 +197,24 @@ class Worker:
 
     def _leave(self) -> None:
         try:
-            self.catalog.forget_worker(self.name)
+            self.store.workers.forget(self.name)
         except redis.RedisError as exc:
             log.warning("worker %s: could not remove its heartbeat (%s)", self.name, exc)
 
     def _chores(self) -> None:
         if self._recovering:  # at start, and after an outage (a Redis that lost its data lost the group)
-            self.catalog.ensure_queues()
+            self.store.queue.ensure()
         now = time.monotonic()
         if now >= self._next_beat:
             self._next_beat = now + HEARTBEAT_S
-            self.catalog.heartbeat(self.name, {
+            self.store.workers.heartbeat(self.name, {
                 "host": socket.gethostname(), "pid": os.getpid(), "device": str(getattr(self.tagger, "device", "")),
                 "started": self.started, **asdict(self.stats),
             })
         if now >= self._next_trim:
             self._next_trim = now + TRIM_EVERY_S
-            self.catalog.trim_queues()
-            self.catalog.prune_workers(FORGET_AFTER_S)
+            self.store.queue.trim()
+            self.store.workers.prune(FORGET_AFTER_S)
 
     # -- taking messages -------------------------------------------------------------------
     def _next_window(self) -> list[Message]:
@@ -221,25 +223,26 @@ class Worker:
         size = self.settings.worker_batch
         if self._recovering:  # once; any rest of them is claimed once idle, like a dead worker's
             self._recovering = False
-            mine = self.catalog.own_pending(self.name, size)
+            mine = self.store.queue.own_pending(self.name, size)
             if mine:
                 log.info("worker %s: taking up %d messages it had not settled", self.name, len(mine))
                 return mine
         now = time.monotonic()
         if now >= self._next_claim:
             self._next_claim = now + min(5.0, self.settings.claim_idle_s / 2)
-            claimed = self.catalog.claim_stale(self.name, int(self.settings.claim_idle_s * 1000), size, self._cursors)
+            idle_ms = int(self.settings.claim_idle_s * 1000)
+            claimed = self.store.queue.claim_stale(self.name, idle_ms, size, self._cursors)
             if claimed:
                 log.info("worker %s: claimed %d messages left pending by stopped workers", self.name, len(claimed))
                 return claimed
-        ingest = self.catalog.current_version() > 0  # new items need a topic model; re-tagging does not
-        messages = self.catalog.read_queue(self.name, size, None if self.burst else IDLE_BLOCK_MS, ingest)
+        ingest = self.store.versions.current() > 0  # new items need a topic model; re-tagging does not
+        messages = self.store.queue.read(self.name, size, None if self.burst else IDLE_BLOCK_MS, ingest)
         deadline = time.monotonic() + self.settings.worker_batch_ms / 1000
         while messages and len(messages) < size:
             left_ms = int((deadline - time.monotonic()) * 1000)
             if left_ms <= 0:
                 break
-            more = self.catalog.read_queue(self.name, size - len(messages), left_ms, ingest)
+            more = self.store.queue.read(self.name, size - len(messages), left_ms, ingest)
             if not more:
                 break
             messages += more
@@ -262,23 +265,23 @@ class Worker:
         """However long a window takes, its messages never look idle: only a dead worker's are claimed."""
         while not done.wait(self.settings.claim_idle_s / 3):
             try:
-                self.catalog.keep_claimed(self.name, messages)
+                self.store.queue.keep_claimed(self.name, messages)
             except redis.RedisError as exc:
                 log.warning("worker %s: could not keep its messages claimed (%s)", self.name, exc)
 
     def _process(self, messages: Sequence[Message]) -> None:
         started = time.monotonic()
         self.stats.windows += 1
-        items = self.catalog.get_many(m.item_id for m in messages if m.item_id)
+        items = self.store.items.get_many(m.item_id for m in messages if m.item_id)
         by_id = {item.id: item for item in items if item is not None}
         fails, photos, tag_only = [], [], []  # fails: settled without tagging (SKIP for gone items)
         for m in messages:
             item = by_id.get(m.item_id)
-            if item is None or item.status == DELETED:
-                fails.append(Outcome(SKIP, m.item_id, 0, message=m))
+            if item is None or item.status == Status.DELETED:
+                fails.append(Outcome(Op.SKIP, m.item_id, 0, message=m))
             elif m.deliveries > self.settings.max_attempts:
                 last = item.reason or "the worker indexing it stopped (killed or crashed)"
-                fails.append(Outcome(FAIL, item.id, item.num, reason=(
+                fails.append(Outcome(Op.FAIL, item.id, item.num, reason=(
                     f"gave up after {m.deliveries - 1} attempts; last: {last}"), message=m))
             elif item.image:
                 photos.append((m, item))
@@ -286,7 +289,7 @@ class Worker:
                 tag_only.append(Tagged(item.id, item.num, merge_tags([], item.given_tags), None, m))
         tagged = tag_only + self._tag(photos, fails)
         self._settle(tagged, fails)
-        failed = sum(o.op == FAIL for o in fails)
+        failed = sum(o.op == Op.FAIL for o in fails)
         self.stats.failed += failed
         log.info("worker %s: %d messages in %.2fs (%d tagged, %d failed, %d gone)", self.name, len(messages),
                  time.monotonic() - started, len(tagged), failed, len(fails) - failed)
@@ -309,7 +312,7 @@ class Worker:
             for key, result in results:
                 m, item = by_key[key]
                 if isinstance(result, ImageError):
-                    fails.append(Outcome(FAIL, item.id, item.num, reason=str(result), message=m))
+                    fails.append(Outcome(Op.FAIL, item.id, item.num, reason=str(result), message=m))
                 else:
                     tagged.append(Tagged(item.id, item.num, merge_tags(result.labels, item.given_tags),
                                          result.features, m))
@@ -318,31 +321,31 @@ class Worker:
     def _settle(self, tagged: list[Tagged], fails: list[Outcome]) -> None:
         retag = [t for t in tagged if t.message is not None and t.message.job]
         index = [t for t in tagged if t.message is None or not t.message.job]
-        outcomes = fails + [Outcome(RETAG, t.item_id, t.num, t.tags, features=t.features, message=t.message)
+        outcomes = fails + [Outcome(Op.RETAG, t.item_id, t.num, t.tags, features=t.features, message=t.message)
                             for t in retag]
-        codes = self.catalog.settle(outcomes, self.name)
-        self.stats.retagged += sum(c == SETTLED for o, c in zip(outcomes, codes) if o.op == RETAG)
+        codes = self.store.queue.settle(outcomes, self.name)
+        self.stats.retagged += sum(c == Settled.SETTLED for o, c in zip(outcomes, codes) if o.op == Op.RETAG)
         if not index:
             return
         try:
             assert self.placer is not None, "run() starts the placer"
-            codes = index_tagged(self.catalog, self.models, index, self.name, on_settled=self.placer.add)
+            codes = index_tagged(self.store, self.models, index, self.name, on_settled=self.placer.add)
         except NoVersionYet:
             log.warning("worker %s: the index version disappeared; leaving %d items queued", self.name, len(index))
             return
         except (redis.ConnectionError, redis.TimeoutError):
             raise
         except Exception as exc:  # noqa: BLE001 - e.g. features the model cannot take; retried, then dead-lettered
-            self._note_error(self.catalog.get_many(t.item_id for t in index), f"indexing failed: {exc!r}")
+            self._note_error(self.store.items.get_many(t.item_id for t in index), f"indexing failed: {exc!r}")
             return
-        self.stats.indexed += sum(c == SETTLED for c in codes)
-        if any(c not in (SETTLED, GONE) for c in codes):
+        self.stats.indexed += sum(c == Settled.SETTLED for c in codes)
+        if any(c not in (Settled.SETTLED, Settled.GONE) for c in codes):
             log.info("worker %s: %d messages were claimed by another worker or outpaced by reindexes",
-                     self.name, sum(c not in (SETTLED, GONE) for c in codes))
+                     self.name, sum(c not in (Settled.SETTLED, Settled.GONE) for c in codes))
 
     def _note_error(self, items: Sequence[Item | None], error: str) -> None:
         log.error("worker %s: %s (items %s); they stay queued and are retried",
                   self.name, error, ", ".join(i.id for i in items if i is not None))
         for item in items:
             if item is not None:
-                self.catalog.note_error(item.id, error)
+                self.store.items.note_error(item.id, error)

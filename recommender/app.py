@@ -12,7 +12,7 @@ from flask import Flask
 from recommender.api import docs, health, items, search, topics, users
 from recommender.api import map as map_api
 from recommender.auth import auth_enabled
-from recommender.catalog import Catalog, connect
+from recommender.store import Store
 from recommender.catalog_map import MapCache
 from recommender.errors import register_error_handlers
 from recommender.index import LiveIndex
@@ -34,10 +34,10 @@ def create_app(settings: Settings | None = None, clock: Callable[[], float] = ti
     app = Flask(__name__, static_folder="web/static", static_url_path="/web")  # the map page's files
     app.json = OrjsonProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_image_bytes + 1024 * 1024
-    catalog = Catalog(connect(settings.redis_url_or_default), settings.key_prefix)
-    store = VersionStore(settings.data_dir)
-    live = LiveIndex(catalog, store)
-    init_app(app, State(settings, catalog, live, MapCache(store), clock))
+    store = Store.from_url(settings.redis_url_or_default, settings.key_prefix)
+    files = VersionStore(settings.data_dir)
+    live = LiveIndex(store, files)
+    init_app(app, State(settings, store, live, MapCache(files), clock))
     register_error_handlers(app)
     if not auth_enabled(settings):
         log.warning("NO API KEYS CONFIGURED: development mode, every endpoint (writes included) is open. "

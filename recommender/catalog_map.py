@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from recommender.catalog import Item
+from recommender.store.items import Item
 from recommender.versions import MAP, VersionStore
 
 REPRESENTATIONS: tuple[str, ...] = ("features", "tag_topics", "feature_topics")
@@ -74,7 +74,7 @@ def dominant_topics(vectors: np.ndarray) -> np.ndarray:
 
 
 def map_rows(layouts: dict[str, Layout]) -> np.ndarray:
-    """Layouts of some items -> one float32 row per item, as Catalog.set_map_rows stores them."""
+    """Layouts of some items -> one float32 row per item, as Versions.set_map_rows stores them."""
     n = len(next(iter(layouts.values())).xy)
     rows = np.full((n, ROW_WIDTH * len(REPRESENTATIONS)), np.nan, dtype=np.float32)
     for i, representation in enumerate(REPRESENTATIONS):
@@ -166,8 +166,8 @@ def _served_topic(item: Item) -> int:
 class MapCache:
     """The served version's map file, loaded on first use (not at start-up) and kept until the version changes."""
 
-    def __init__(self, store: VersionStore):
-        self.store = store
+    def __init__(self, files: VersionStore):
+        self.files = files
         self._loaded: tuple[int, CatalogMap] | None = None
         self._lock = threading.Lock()
 
@@ -175,7 +175,7 @@ class MapCache:
         """The map of ``version``, or None when that version was built without one."""
         with self._lock:
             if self._loaded is None or self._loaded[0] != version:
-                if not (self.store.path(version) / MAP).is_file():
+                if not (self.files.path(version) / MAP).is_file():
                     return None
-                self._loaded = (version, CatalogMap.load(self.store.path(version)))
+                self._loaded = (version, CatalogMap.load(self.files.path(version)))
             return self._loaded[1]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recommender.catalog import Catalog
+from recommender.store import Store
 from recommender.index import LiveIndex
 from recommender.ranking import Filters
 from recommender.recommend import MARGIN, Hit, hydrate
@@ -70,7 +70,7 @@ def profile_topics(profile: Profile, topics: list[dict], top: int = 5) -> list[d
 
 
 def recommend_for_user(
-    catalog: Catalog, live: LiveIndex, profile: Profile, k: int, filters: Filters, seen_limit: int
+    store: Store, live: LiveIndex, profile: Profile, k: int, filters: Filters, seen_limit: int
 ) -> list[dict]:
     """Affinity search blended with popularity: ``alpha = strength / (strength + COLD_START_WEIGHT)``."""
     assert live.index is not None
@@ -86,7 +86,7 @@ def recommend_for_user(
     if profile.vector is not None:
         for num, sim in live.search(profile.vector, 3 * want, filters):
             scores[num] = alpha * sim
-    popular = [(live.index.nums[i], s) for i, s in catalog.popular(20 * want) if i in live.index.nums]
+    popular = [(live.index.nums[i], s) for i, s in store.users.popular(20 * want) if i in live.index.nums]
     popular = [(n, s) for n, s in popular if n < len(allowed) and allowed[n]]
     if popular:
         top = popular[0][1] or 1.0

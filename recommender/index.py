@@ -20,8 +20,10 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from recommender.catalog import CHANGES_PAGE, DELETE, DELETED, Catalog, Changes, Summary
-from recommender.changes import ChangeFeed
+from recommender.store import Store
+from recommender.store.changes import CHANGES_PAGE, Change, Changes
+from recommender.store.items import Status, Summary
+from recommender.store.feed import ChangeFeed
 from recommender.ranking import Eligibility, Filters
 from recommender.versions import IDS, INDEX, VersionStore
 
@@ -200,22 +202,22 @@ class LiveIndex:
     was built are served too, a delete made through any process is seen by
     every process, and the cached item summaries are never stale; when
     nothing changed, Redis has pushed nothing and it costs no round trip (see
-    ``recommender.changes``). When the ``current`` pointer moves, the new version is loaded and
+    ``recommender.store.feed``). When the ``current`` pointer moves, the new version is loaded and
     caught up on a background thread while requests go on with the old one;
     the next ``sync`` swaps it in as a whole. A request therefore sees one
     version from start to end and never waits for a load (except the very
     first, when there is nothing to serve yet).
     """
 
-    def __init__(self, catalog: Catalog, store: VersionStore):
-        self.catalog = catalog
+    def __init__(self, store: Store, files: VersionStore):
         self.store = store
+        self.files = files
         self._served: Served | None = None
         self._loaded: Served | None = None  # loaded in the background, waiting for the next sync
         self._loading = 0  # the version being loaded in the background
         self._missing = 0  # a current version whose directory is missing (logged once)
         self._lock = threading.RLock()
-        self.feed = ChangeFeed(catalog)
+        self.feed = ChangeFeed(store.changes)
 
     @property
     def ready(self) -> bool:
@@ -245,7 +247,7 @@ class LiveIndex:
                 log.info("now serving index version %d (was %d)", self.version, old)
                 self.feed.expect_change()  # the new version caught up when it was loaded, not since
             if self._served is None:
-                current, changes = self.catalog.current_version(), []
+                current, changes = self.store.versions.current(), []
             else:
                 polled = self.feed.poll(self._served.last_change)
                 if polled is None:
@@ -270,37 +272,37 @@ class LiveIndex:
             log.exception("loading index version %d failed; still serving %d", version, self.version)
             loaded = None
         with self._lock:
-            if loaded is not None and self.catalog.current_version() == version:
+            if loaded is not None and self.store.versions.current() == version:
                 self._loaded = loaded
             self._loading = 0
             self.feed.expect_change()  # the next sync swaps, or looks at the pointer again
 
     def _on_disk(self, version: int) -> bool:
-        if self.store.exists(version):
+        if self.files.exists(version):
             return True
         if self._missing != version:
-            log.error("index version %d is current in Redis but missing under %s", version, self.store.root)
+            log.error("index version %d is current in Redis but missing under %s", version, self.files.root)
             self._missing = version
         return False
 
     def _load(self, version: int) -> Served:
         """Read a version from disk, with its items' summaries and filter fields, caught up with the changes stream."""
         started = time.monotonic()
-        path = self.store.path(version)
-        manifest = self.store.manifest(version)
+        path = self.files.path(version)
+        manifest = self.files.manifest(version)
         index = TopicIndex.load(path)
         eligibility = Eligibility()
         summaries: dict[str, Summary] = {}
         ids = list(index.ids.items())
         for start in range(0, len(ids), 5000):
             chunk = ids[start:start + 5000]
-            for (num, item_id), summary in zip(chunk, self.catalog.summaries([i for _, i in chunk])):
+            for (num, item_id), summary in zip(chunk, self.store.items.summaries([i for _, i in chunk])):
                 if summary is None:
                     continue
                 eligibility.set(num, summary.filter_fields)
                 if len(summaries) < SUMMARY_CACHE_SIZE:
                     summaries[item_id] = summary
-        served = Served(version, index, self.store.topics(version), eligibility, manifest.get("changes_from", "0-0"),
+        served = Served(version, index, self.files.topics(version), eligibility, manifest.get("changes_from", "0-0"),
                         summaries)
         self._apply_changes(served)
         log.info("loaded index version %d (%d items) in %.2fs", version, len(index), time.monotonic() - started)
@@ -309,13 +311,13 @@ class LiveIndex:
     def _apply_changes(self, served: Served, changes: Changes | None = None) -> None:
         """Apply ``changes`` (as ``poll`` fetched them; fetched here when None), and any later ones, to ``served``."""
         if changes is None:
-            changes = self.catalog.changes_after(served.last_change)
+            changes = self.store.changes.after(served.last_change)
         while changes:
             upserts = {}
             for stream_id, change in changes:
                 num = int(change["num"])
                 served.summaries.pop(change["id"], None)
-                if change["op"] == DELETE:
+                if change["op"] == Change.DELETE:
                     upserts.pop(num, None)
                     self._remove(served, num)
                 else:
@@ -324,19 +326,19 @@ class LiveIndex:
             self._apply_upserts(served, upserts)
             if len(changes) < CHANGES_PAGE:
                 break
-            changes = self.catalog.changes_after(served.last_change)
+            changes = self.store.changes.after(served.last_change)
 
     def _apply_upserts(self, served: Served, upserts: dict[int, str]) -> None:
-        items = self.catalog.get_many(upserts.values())
+        items = self.store.items.get_many(upserts.values())
         nums, ids, vectors = [], [], []
         for num, item in zip(upserts, items):
-            if item is None or item.vector is None or item.status == DELETED:
+            if item is None or item.vector is None or item.status == Status.DELETED:
                 self._remove(served, num)
             elif item.version == served.version:
                 nums.append(num)
                 ids.append(item.id)
                 vectors.append(item.vector)
-                served.eligibility.set(num, {f: str(getattr(item, f)) for f in self.catalog.FILTER_FIELDS})
+                served.eligibility.set(num, item.filter_fields)
         if nums:
             served.index.upsert(np.array(nums), ids, np.stack(vectors))
 
@@ -360,12 +362,12 @@ class LiveIndex:
         """
         served = self._served
         if served is None:
-            return self.catalog.summaries(item_ids)
+            return self.store.items.summaries(item_ids)
         cache = served.summaries
         missing = [i for i in item_ids if i not in cache]
         if not missing:
             return [cache[i] for i in item_ids]
-        fetched = dict(zip(missing, self.catalog.summaries(missing)))
+        fetched = dict(zip(missing, self.store.items.summaries(missing)))
         for item_id, summary in fetched.items():
             if summary is not None and len(cache) < SUMMARY_CACHE_SIZE:
                 cache[item_id] = summary

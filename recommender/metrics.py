@@ -38,7 +38,7 @@ class IndexCollector(Collector):
                                 value=len(live.index) if live.index is not None else 0)
         yield GaugeMetricFamily("vistas_index_version", "Served index version", value=live.version)
         try:
-            queued = state.catalog.queue_length()
+            queued = state.store.queue.length()
         except Exception:  # noqa: BLE001 - a scrape must not fail because Redis is down
             queued = float("nan")
         yield GaugeMetricFamily("vistas_ingest_queue_length", "Entries in the ingest stream", value=queued)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from recommender.catalog import DELETED, parse_timestamp
+from recommender.store.items import Status, parse_timestamp
 
 #: Filter masks cached per process (one per kind and category combination asked for).
 MASK_CACHE_SIZE = 64
@@ -78,7 +78,7 @@ class Eligibility:
         self.category[num] = self._code(fields.get("category", ""))
         self.starts[num] = _time_or(fields.get("starts_at", ""), -math.inf)
         self.ends[num] = _time_or(fields.get("ends_at", ""), math.inf)
-        self.present[num] = fields.get("status") != DELETED
+        self.present[num] = fields.get("status") != Status.DELETED
 
     def drop(self, num: int) -> None:
         if num < len(self.present):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recommender.catalog import DELETED, Summary
+from recommender.store.items import Status, Summary
 from recommender.index import LiveIndex
 from recommender.ranking import Filters, maximal_marginal_relevance, shared_topics
 
@@ -53,7 +53,7 @@ def hydrate(live: LiveIndex, hits: Sequence[Hit], k: int, topics_of: np.ndarray 
     assert index is not None
     hits = [h for h in hits if h.num in index.ids]
     items = live.summaries([index.ids[h.num] for h in hits])
-    kept = [(hit, item) for hit, item in zip(hits, items) if item is not None and item.status != DELETED][:k]
+    kept = [(hit, item) for hit, item in zip(hits, items) if item is not None and item.status != Status.DELETED][:k]
     vectors = index.vectors[[hit.num for hit, _ in kept]]
     topics = shared_topics(topics_of, vectors, live.topics) if topics_of is not None else [[] for _ in kept]
     return [

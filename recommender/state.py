@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 
 from flask import Flask, current_app
 
-from recommender.catalog import Catalog
 from recommender.catalog_map import MapCache
 from recommender.errors import ApiError
 from recommender.index import LiveIndex
 from recommender.settings import Settings
+from recommender.store import Store
 
 EXTENSION = "vistas"
 
@@ -27,7 +27,7 @@ class State:
     """What request handlers share inside one process."""
 
     settings: Settings
-    catalog: Catalog
+    store: Store
     live: LiveIndex
     maps: MapCache
     #: Wall clock for sale windows and event decay; tests inject their own.

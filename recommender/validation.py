@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from recommender.catalog import Item, parse_timestamp
+from recommender.store.items import Item, parse_timestamp
 from recommender.errors import ApiError
 
 MAX_TEXT = {"title": 500, "kind": 64, "category": 128, "url": 2048}

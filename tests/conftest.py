@@ -20,7 +20,7 @@ from indexer.embedded_redis import EmbeddedRedis
 from indexer.ingest import ingest
 from indexer.manifest import read_catalog
 from indexer.tagger import Tagger
-from recommender.catalog import Catalog, connect
+from recommender.store import Store
 from recommender.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -67,12 +67,12 @@ def _settings(server: EmbeddedRedis, data_dir: Path) -> Settings:
 def settings(redis_server: EmbeddedRedis, tmp_path: Path) -> Iterator[Settings]:
     s = _settings(redis_server, tmp_path / "data")
     yield s
-    Catalog(connect(s.redis_url_or_default), s.key_prefix).clear()
+    Store.from_url(s.redis_url_or_default, s.key_prefix).clear()
 
 
 @pytest.fixture
-def catalog(settings: Settings) -> Catalog:
-    return Catalog(connect(settings.redis_url_or_default), settings.key_prefix)
+def store(settings: Settings) -> Store:
+    return Store.from_url(settings.redis_url_or_default, settings.key_prefix)
 
 
 @pytest.fixture(scope="session")
@@ -92,8 +92,8 @@ def indexed(
 ) -> Iterator[Settings]:
     """The sample catalog ingested once (version 1); tests must not modify it."""
     s = _settings(redis_server, tmp_path_factory.mktemp("indexed"))
-    catalog = Catalog(connect(s.redis_url_or_default), s.key_prefix)
-    ingest(read_catalog(sample_manifest), s, catalog, tagger=tagger, progress=False)
+    store = Store.from_url(s.redis_url_or_default, s.key_prefix)
+    ingest(read_catalog(sample_manifest), s, store, tagger=tagger, progress=False)
     yield s
-    catalog.clear()
+    store.clear()
     shutil.rmtree(s.data_dir, ignore_errors=True)

@@ -13,7 +13,7 @@ import torch
 
 from indexer.heads import Head, heads_dir, load_heads, train_head
 from indexer.tagger import Tagger
-from recommender.catalog import Catalog, connect
+from recommender.store import Store
 from recommender.settings import Settings
 from tests.conftest import DEMO, sample_rows
 
@@ -23,9 +23,9 @@ from tests.test_cli import VISTAS, env_for
 @pytest.fixture(scope="module")
 def stored(indexed: Settings) -> tuple[np.ndarray, list[str]]:
     """Stored features of the sample catalog and each item's category."""
-    catalog = Catalog(connect(indexed.redis_url_or_default), indexed.key_prefix)
+    store = Store.from_url(indexed.redis_url_or_default, indexed.key_prefix)
     rows = sample_rows()
-    features = catalog.features_many([r["id"] for r in rows])
+    features = store.items.features_many([r["id"] for r in rows])
     return np.stack(features), [r["category"] for r in rows]
 
 
@@ -80,7 +80,7 @@ def test_train_head_cli_refuses_a_bad_dataset(indexed: Settings, tmp_path: Path)
 
 
 def test_eval_ranks_representations_and_records_the_best(indexed: Settings, tmp_path: Path) -> None:
-    catalog = Catalog(connect(indexed.redis_url_or_default), indexed.key_prefix)
+    store = Store.from_url(indexed.redis_url_or_default, indexed.key_prefix)
     out = tmp_path / "eval.json"
     done = subprocess.run([*VISTAS, "eval", "--json", str(out)], env=env_for(indexed), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
@@ -88,8 +88,8 @@ def test_eval_ranks_representations_and_records_the_best(indexed: Settings, tmp_
     names = [r["representation"] for r in report["representations"]]
     assert names == ["raw features", "mix", "features", "tags"]
     best = max(report["representations"][1:], key=lambda r: (r["landmark_recall"] + r["category_precision"]) / 2)
-    assert report["serving"] == best["representation"] == catalog.representation()
+    assert report["serving"] == best["representation"] == store.versions.representation()
     assert all(r["landmark_recall"] is not None and r["category_precision"] is not None
                for r in report["representations"])
     assert f"serving representation: {report['serving']}" in done.stdout
-    catalog.set_representation("mix")
+    store.versions.set_representation("mix")

@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recommender.catalog import UPSERT, Catalog, Item, connect, parse_timestamp
+from recommender.store import Store
+from recommender.store.changes import Change
+from recommender.store.items import Item, parse_timestamp
 from recommender.index import EXACT_MAX_ELIGIBLE, GRAPH_MIN_ITEMS, LiveIndex, TopicIndex
 from recommender.ranking import Eligibility, Filters
 from recommender.settings import Settings
@@ -124,88 +126,88 @@ def test_cached_masks_follow_the_clock_and_the_changes() -> None:
     assert shown(opens + 60, [3]) == [True]  # an exclude never sticks to the cached mask
 
 
-def serve_version(catalog: Catalog, settings: Settings, n: int) -> list[str]:
+def serve_version(store: Store, settings: Settings, n: int) -> list[str]:
     """Version 1 of ``n`` indexed items, current in Redis; returns their ids."""
     vectors = topic_vectors(n, seed=8)
     ids = [f"item-{i}" for i in range(n)]
     for item_id, vector in zip(ids, vectors):
-        catalog.put(Item(id=item_id, title=f"title of {item_id}", kind="product", tags=[("seashore", 0.9)]))
-        catalog.mark_indexed(item_id, [("seashore", 0.9)], vector, 1, None)
+        store.items.put(Item(id=item_id, title=f"title of {item_id}", kind="product", tags=[("seashore", 0.9)]))
+        store.items.mark_indexed(item_id, [("seashore", 0.9)], vector, 1, None)
     index = TopicIndex(DIM)
-    index.upsert(np.array([catalog.get(i).num for i in ids]), ids, vectors)
-    with VersionStore(settings.data_dir).create(1, {"items": n, "changes_from": catalog.last_change_id()}) as directory:
+    index.upsert(np.array([store.items.get(i).num for i in ids]), ids, vectors)
+    with VersionStore(settings.data_dir).create(1, {"items": n, "changes_from": store.changes.last_id()}) as directory:
         index.save(directory)
         topics = [{"id": t, "name": f"topic {t}", "top_tags": []} for t in range(DIM)]
         (directory / TOPICS).write_text(json.dumps(topics))
-    catalog.set_current_version(1)
+    store.versions.set_current(1)
     return ids
 
 
-def calls(catalog: Catalog, command: str) -> int:
-    return int(catalog.r.info("commandstats").get(f"cmdstat_{command}", {}).get("calls", 0))
+def calls(store: Store, command: str) -> int:
+    return int(store.r.info("commandstats").get(f"cmdstat_{command}", {}).get("calls", 0))
 
 
-def polls(catalog: Catalog) -> dict[str, int]:
+def polls(store: Store) -> dict[str, int]:
     """Commands Redis has run of the kinds a poll sends (every client together)."""
-    return {c: calls(catalog, c) for c in ("xrange", "get", "hmget")}
+    return {c: calls(store, c) for c in ("xrange", "get", "hmget")}
 
 
-def test_queries_cost_no_round_trip_until_something_changes(catalog: Catalog, settings: Settings) -> None:
-    ids = serve_version(catalog, settings, 50)
-    live = LiveIndex(catalog, VersionStore(settings.data_dir))
+def test_queries_cost_no_round_trip_until_something_changes(store: Store, settings: Settings) -> None:
+    ids = serve_version(store, settings, 50)
+    live = LiveIndex(store, VersionStore(settings.data_dir))
     live.sync()  # loads version 1
     live.sync()  # polls once, and from now on Redis pushes when the stream or the pointer moves
     assert live.version == 1
 
-    before = polls(catalog)
+    before = polls(store)
     for _ in range(5):
         live.sync()
         assert [item.fields["title"] for item in live.summaries(ids[:10])] == [f"title of {i}" for i in ids[:10]]
-    assert polls(catalog) == before  # five queries, not one command
+    assert polls(store) == before  # five queries, not one command
 
-    item = catalog.get(ids[3])
+    item = store.items.get(ids[3])
     item.title = "renamed"
-    catalog.put(item)
-    catalog.mark_indexed(ids[3], [("seashore", 0.9)], live.index.vector(item.num), 1, None)
-    catalog.publish_change(UPSERT, ids[3], item.num)  # another process's write
+    store.items.put(item)
+    store.items.mark_indexed(ids[3], [("seashore", 0.9)], live.index.vector(item.num), 1, None)
+    store.changes.publish(Change.UPSERT, ids[3], item.num)  # another process's write
     live.sync()
     assert live.summaries([ids[3]])[0].fields["title"] == "renamed"
-    after = polls(catalog)
+    after = polls(store)
     assert after["xrange"] == before["xrange"] + 1 and after["hmget"] == before["hmget"] + 1
 
-    catalog.delete(ids[4])
+    store.delete_item(ids[4])
     live.sync()
     assert ids[4] not in live.index.nums
 
 
-def test_a_lost_tracking_connection_means_polling_not_stale_answers(catalog: Catalog, settings: Settings) -> None:
-    ids = serve_version(catalog, settings, 20)
-    live = LiveIndex(catalog, VersionStore(settings.data_dir))
+def test_a_lost_tracking_connection_means_polling_not_stale_answers(store: Store, settings: Settings) -> None:
+    ids = serve_version(store, settings, 20)
+    live = LiveIndex(store, VersionStore(settings.data_dir))
     live.sync()
     live.sync()
-    tracking = [c for c in catalog.r.client_list() if "t" in c["flags"]]  # flags: t = CLIENT TRACKING on
+    tracking = [c for c in store.r.client_list() if "t" in c["flags"]]  # flags: t = CLIENT TRACKING on
     assert tracking
     for client in tracking:
-        catalog.r.client_kill_filter(_id=client["id"])
-    catalog.delete(ids[0])  # no push can reach the killed connection
+        store.r.client_kill_filter(_id=client["id"])
+    store.delete_item(ids[0])  # no push can reach the killed connection
     live.sync()
     assert ids[0] not in live.index.nums
     live.sync()  # and tracking is back: the next write is pushed again
-    catalog.delete(ids[1])
+    store.delete_item(ids[1])
     live.sync()
     assert ids[1] not in live.index.nums
 
 
-def test_without_pushes_every_query_polls(catalog: Catalog, settings: Settings) -> None:
+def test_without_pushes_every_query_polls(store: Store, settings: Settings) -> None:
     """A RESP2 connection cannot receive pushed invalidations: correct answers, one poll per query."""
-    ids = serve_version(catalog, settings, 20)
-    resp2 = Catalog(connect(f"{settings.redis_url_or_default}?protocol=2"), settings.key_prefix)
+    ids = serve_version(store, settings, 20)
+    resp2 = Store.from_url(f"{settings.redis_url_or_default}?protocol=2", settings.key_prefix)
     live = LiveIndex(resp2, VersionStore(settings.data_dir))
     live.sync()
     live.sync()
-    before = polls(catalog)
+    before = polls(store)
     live.sync()
-    assert polls(catalog)["xrange"] == before["xrange"] + 1
-    catalog.delete(ids[0])
+    assert polls(store)["xrange"] == before["xrange"] + 1
+    store.delete_item(ids[0])
     live.sync()
     assert ids[0] not in live.index.nums

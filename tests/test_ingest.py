@@ -9,19 +9,19 @@ from indexer.ingest import ingest
 from indexer.manifest import read_catalog
 from indexer.tagger import Tagger
 from recommender.app import create_app
-from recommender.catalog import Catalog
+from recommender.store import Store
 from recommender.settings import Settings
 from recommender.versions import MODEL, VersionStore
 from tests.conftest import DEMO, sample_rows, write_manifest
 
 
 def test_adding_to_a_built_catalog_uses_the_current_model_and_is_served_at_once(
-    settings: Settings, catalog: Catalog, tagger: Tagger, tmp_path: Path
+    settings: Settings, store: Store, tagger: Tagger, tmp_path: Path
 ) -> None:
     rows = sample_rows()
     first = [r for r in rows if r["id"] != "landmark-eiffeltower_2"]
     late = [r for r in rows if r["id"] == "landmark-eiffeltower_2"]
-    report = ingest(read_catalog(write_manifest(first, tmp_path / "a")), settings, catalog, tagger, progress=False)
+    report = ingest(read_catalog(write_manifest(first, tmp_path / "a")), settings, store, tagger, progress=False)
     assert report.built and report.version == 1 and report.indexed == len(first)
     model_file = VersionStore(settings.data_dir).path(1) / MODEL
     model_bytes = model_file.read_bytes()
@@ -30,7 +30,7 @@ def test_adding_to_a_built_catalog_uses_the_current_model_and_is_served_at_once(
     before = [r["id"] for r in client.get("/v1/items/landmark-eiffeltower/similar").get_json()["items"]]
     assert "landmark-eiffeltower_2" not in before
 
-    report = ingest(read_catalog(write_manifest(late, tmp_path / "b")), settings, catalog, tagger, progress=False)
+    report = ingest(read_catalog(write_manifest(late, tmp_path / "b")), settings, store, tagger, progress=False)
     assert not report.built and report.version == 1 and report.indexed == 1
     assert model_file.read_bytes() == model_bytes  # no refit
     assert VersionStore(settings.data_dir).versions() == [1]
@@ -42,7 +42,7 @@ def test_adding_to_a_built_catalog_uses_the_current_model_and_is_served_at_once(
 
 
 def test_unreadable_photos_fail_with_a_reason_and_the_rest_are_indexed(
-    settings: Settings, catalog: Catalog, tagger: Tagger, tmp_path: Path
+    settings: Settings, store: Store, tagger: Tagger, tmp_path: Path
 ) -> None:
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -56,12 +56,12 @@ def test_unreadable_photos_fail_with_a_reason_and_the_rest_are_indexed(
     Image.new("L", (9000, 9000)).save(folder / "bomb.png")
     small = settings.with_(max_image_pixels=40_000_000)
 
-    report = ingest(read_catalog(folder), small, catalog, tagger, progress=False)
+    report = ingest(read_catalog(folder), small, store, tagger, progress=False)
     assert report.indexed == 12 and sorted(i for i, _ in report.failed) == ["bomb", "corrupt", "truncated"]
-    bomb = catalog.get("bomb")
+    bomb = store.items.get("bomb")
     assert bomb is not None and bomb.status == "failed" and "over the limit" in bomb.reason
-    assert catalog.get("truncated").status == "failed"
-    assert catalog.count() == 15  # failed items are kept, with their reason
+    assert store.items.get("truncated").status == "failed"
+    assert store.items.count() == 15  # failed items are kept, with their reason
 
     client = create_app(small).test_client()
     response = client.get("/v1/items/corrupt/similar")
@@ -69,12 +69,12 @@ def test_unreadable_photos_fail_with_a_reason_and_the_rest_are_indexed(
     assert client.get("/v1/items/corrupt").get_json()["reason"]
 
 
-def test_tag_only_items_are_indexed(settings: Settings, catalog: Catalog, tagger: Tagger, tmp_path: Path) -> None:
+def test_tag_only_items_are_indexed(settings: Settings, store: Store, tagger: Tagger, tmp_path: Path) -> None:
     rows = [dict(r, image="", tags="") for r in sample_rows()[:3]]
     rows = [dict(r, tags=t) for r, t in zip(rows, ["beach|sun", "beach|sea", "snow|mountain"])]
-    report = ingest(read_catalog(write_manifest(rows, tmp_path)), settings, catalog, tagger, progress=False)
+    report = ingest(read_catalog(write_manifest(rows, tmp_path)), settings, store, tagger, progress=False)
     assert report.indexed == 3 and report.built
-    item = catalog.get(rows[0]["id"])
+    item = store.items.get(rows[0]["id"])
     assert item.status == "indexed" and ("beach", 1.0) in item.tags
     similar = create_app(settings).test_client().get(f"/v1/items/{rows[0]['id']}/similar?k=1").get_json()
     assert similar["items"][0]["id"] == rows[1]["id"]

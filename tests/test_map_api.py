@@ -10,7 +10,8 @@ from flask.testing import FlaskClient
 from PIL import Image
 
 from recommender.app import create_app
-from recommender.catalog import Catalog, Item
+from recommender.store import Store
+from recommender.store.items import Item
 from recommender.catalog_map import REPRESENTATIONS
 from recommender.settings import Settings
 from recommender.versions import MAP, VersionStore
@@ -52,11 +53,11 @@ def test_bad_representation_is_400(client: FlaskClient, value: str) -> None:
     assert_error(client.get(f"/v1/map?representation={value}"), 400, "bad_parameter")
 
 
-def test_version_without_a_map_is_409(indexed: Settings, settings: Settings, catalog: Catalog) -> None:
+def test_version_without_a_map_is_409(indexed: Settings, settings: Settings, store: Store) -> None:
     source = VersionStore(indexed.data_dir).path(1)
     target = VersionStore(settings.data_dir).path(1)
     shutil.copytree(source, target, ignore=shutil.ignore_patterns(MAP))
-    catalog.set_current_version(1)
+    store.versions.set_current(1)
     assert_error(create_app(settings).test_client().get("/v1/map"), 409, "map_not_built")
 
 
@@ -74,11 +75,11 @@ def test_thumbnail_is_a_small_cached_jpeg(client: FlaskClient, indexed: Settings
     assert other.status_code == 200 and other.headers["ETag"] != etag
 
 
-def test_thumbnail_errors_are_json(settings: Settings, catalog: Catalog, tmp_path) -> None:
-    catalog.put(Item(id="no-photo", title="Tags only", given_tags=["beach"]))
-    catalog.put(Item(id="gone", title="Moved photo", image=str(tmp_path / "missing.jpg")))
+def test_thumbnail_errors_are_json(settings: Settings, store: Store, tmp_path) -> None:
+    store.items.put(Item(id="no-photo", title="Tags only", given_tags=["beach"]))
+    store.items.put(Item(id="gone", title="Moved photo", image=str(tmp_path / "missing.jpg")))
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff" + b"\x00" * 100)
-    catalog.put(Item(id="broken", title="Broken photo", image=str(tmp_path / "broken.jpg")))
+    store.items.put(Item(id="broken", title="Broken photo", image=str(tmp_path / "broken.jpg")))
     client = create_app(settings).test_client()
     assert_error(client.get("/v1/items/no-such-item/thumbnail"), 404, "item_not_found")
     assert_error(client.get("/v1/items/no-photo/thumbnail"), 404, "no_photo")

@@ -19,7 +19,8 @@ from werkzeug.serving import make_server
 
 from indexer.projection import summarize
 from recommender.app import create_app
-from recommender.catalog import Catalog, Item
+from recommender.store import Store
+from recommender.store.items import Item
 from recommender.catalog_map import REPRESENTATIONS, CatalogMap, Layout
 from recommender.index import TopicIndex
 from recommender.settings import Settings
@@ -171,7 +172,7 @@ def test_with_api_keys_the_page_asks_for_a_client_key(indexed: Settings, browser
     assert errors == []
 
 
-def synthetic_version(settings: Settings, catalog: Catalog, n: int) -> list[Item]:
+def synthetic_version(settings: Settings, store: Store, n: int) -> list[Item]:
     """Version 1 of ``n`` items in 30 clusters, written through the same classes the indexer uses.
 
     Only the first items (real photos, on a ring around the clusters so a
@@ -191,8 +192,8 @@ def synthetic_version(settings: Settings, catalog: Catalog, n: int) -> list[Item
     vectors[:len(real)] += 1.0  # the real items lean on every topic: each other's nearest neighbours
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     for item in real:
-        catalog.put(item)  # numbered 1, 2, ... in a fresh key prefix, as the index below assumes
-        catalog.mark_indexed(item.id, [("synthetic", 1.0)], vectors[item.num - 1], 1, None)
+        store.items.put(item)  # numbered 1, 2, ... in a fresh key prefix, as the index below assumes
+        store.items.mark_indexed(item.id, [("synthetic", 1.0)], vectors[item.num - 1], 1, None)
     ids = [item.id for item in real] + [f"syn-{i:05d}" for i in range(len(real), n)]
     nums = list(range(1, n + 1))
     index = TopicIndex(30)
@@ -205,18 +206,18 @@ def synthetic_version(settings: Settings, catalog: Catalog, n: int) -> list[Item
     photos = [True] * len(real) + [False] * (n - len(real))
     summary = summarize(layouts, topics, {r: "t-SNE" for r in REPRESENTATIONS})
     catalog_map = CatalogMap(ids, nums, titles, photos, topics.tolist(), layouts, summary)
-    store = VersionStore(settings.data_dir)
-    with store.create(1, {"items": n, "changes_from": catalog.last_change_id()}) as directory:
+    files = VersionStore(settings.data_dir)
+    with files.create(1, {"items": n, "changes_from": store.changes.last_id()}) as directory:
         index.save(directory)
         catalog_map.save(directory)
         names = [{"id": t, "name": f"topic {t}", "top_tags": [{"tag": f"tag {t}", "weight": 1.0}]} for t in range(30)]
         (directory / TOPICS).write_text(json.dumps(names))
-    catalog.set_current_version(1)
+    store.versions.set_current(1)
     return real
 
 
-def test_50000_points_are_interactive_within_3_seconds(settings: Settings, catalog: Catalog, browser: Browser) -> None:
-    real = synthetic_version(settings, catalog, SYNTHETIC_ITEMS)
+def test_50000_points_are_interactive_within_3_seconds(settings: Settings, store: Store, browser: Browser) -> None:
+    real = synthetic_version(settings, store, SYNTHETIC_ITEMS)
     target = real[3]
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     errors = watch_errors(page)

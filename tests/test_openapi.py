@@ -16,13 +16,13 @@ from indexer.ingest import ingest
 from indexer.manifest import read_catalog
 from indexer.tagger import Tagger
 from recommender.app import create_app
-from recommender.catalog import Catalog
+from recommender.store import Store
 from recommender.settings import Settings
 from tests.conftest import sample_rows, write_manifest
 
 
 def test_api_matches_its_openapi_description(
-    settings: Settings, catalog: Catalog, tagger: Tagger, tmp_path: Path
+    settings: Settings, store: Store, tagger: Tagger, tmp_path: Path
 ) -> None:
     """Its own small catalog: generated PUTs and DELETEs must not disturb other tests.
 
@@ -30,7 +30,7 @@ def test_api_matches_its_openapi_description(
     under the image root cannot be expressed in a schema), so the "valid data
     is accepted" heuristic is left out; every other check runs.
     """
-    ingest(read_catalog(write_manifest(sample_rows()[:12], tmp_path)), settings, catalog, tagger, progress=False)
+    ingest(read_catalog(write_manifest(sample_rows()[:12], tmp_path)), settings, store, tagger, progress=False)
     schema = schemathesis.openapi.from_wsgi("/openapi.json", create_app(settings))
     failures = []
     for result in schema.get_all_operations():

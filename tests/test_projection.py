@@ -11,7 +11,7 @@ from indexer.ingest import ingest
 from indexer.manifest import read_catalog
 from indexer.tagger import Tagger
 from recommender.app import create_app
-from recommender.catalog import Catalog
+from recommender.store import Store
 from recommender.catalog_map import LABELS, REPRESENTATIONS, CatalogMap
 from recommender.settings import Settings
 from recommender.versions import MAP, MAP_MODEL, VersionStore
@@ -25,7 +25,7 @@ def landmark_pairs(ids: list[str]) -> list[tuple[int, int]]:
             if landmark.get(ids[a]) and landmark.get(ids[a]) == landmark.get(ids[b])]
 
 
-def test_every_version_has_a_map_of_three_representations(indexed: Settings, catalog: Catalog) -> None:
+def test_every_version_has_a_map_of_three_representations(indexed: Settings, store: Store) -> None:
     directory = VersionStore(indexed.data_dir).path(1)
     assert (directory / MAP).is_file() and (directory / MAP_MODEL).is_file()
     catalog_map = CatalogMap.load(directory)
@@ -70,12 +70,12 @@ def test_the_summary_says_how_clustered_each_map_is(indexed: Settings) -> None:
 
 
 def test_new_items_are_placed_on_the_map_without_recomputing_it(
-    settings: Settings, catalog: Catalog, tagger: Tagger, tmp_path: Path
+    settings: Settings, store: Store, tagger: Tagger, tmp_path: Path
 ) -> None:
     rows = [r for r in sample_rows() if r["landmark"]]
     late_ids = {"landmark-eiffeltower_2", "landmark-tajmahal_2"}
     first = [r for r in rows if r["id"] not in late_ids]
-    ingest(read_catalog(write_manifest(first, tmp_path / "a")), settings, catalog, tagger, progress=False)
+    ingest(read_catalog(write_manifest(first, tmp_path / "a")), settings, store, tagger, progress=False)
     map_file = VersionStore(settings.data_dir).path(1) / MAP
     before = map_file.read_bytes()
     client = create_app(settings).test_client()
@@ -83,9 +83,9 @@ def test_new_items_are_placed_on_the_map_without_recomputing_it(
 
     late = [r for r in rows if r["id"] in late_ids]
     renamed = dict(next(r for r in rows if r["id"] == "landmark-colosseum"), title="Colosseum at dusk")
-    ingest(read_catalog(write_manifest([*late, renamed], tmp_path / "b")), settings, catalog, tagger, progress=False)
+    ingest(read_catalog(write_manifest([*late, renamed], tmp_path / "b")), settings, store, tagger, progress=False)
     assert map_file.read_bytes() == before
-    assert sorted(catalog.map_rows(1)) == sorted([*late_ids, renamed["id"]])
+    assert sorted(store.versions.map_rows(1)) == sorted([*late_ids, renamed["id"]])
 
     for representation in REPRESENTATIONS:
         body = client.get(f"/v1/map?representation={representation}").get_json()
@@ -103,10 +103,10 @@ def test_new_items_are_placed_on_the_map_without_recomputing_it(
 
 
 def test_a_tiny_tag_only_catalog_gets_a_pca_map_of_its_tags(
-    settings: Settings, catalog: Catalog, tagger: Tagger, tmp_path: Path
+    settings: Settings, store: Store, tagger: Tagger, tmp_path: Path
 ) -> None:
     rows = [dict(r, image="", tags=t) for r, t in zip(sample_rows()[:3], ["beach|sun", "beach|sea", "snow|mountain"])]
-    ingest(read_catalog(write_manifest(rows, tmp_path / "a")), settings, catalog, tagger, progress=False)
+    ingest(read_catalog(write_manifest(rows, tmp_path / "a")), settings, store, tagger, progress=False)
     catalog_map = CatalogMap.load(VersionStore(settings.data_dir).path(1))
     assert list(catalog_map.layouts) == ["tag_topics"] and catalog_map.summary["methods"] == {"tag_topics": "PCA"}
     assert not any(catalog_map.photos)
@@ -119,7 +119,7 @@ def test_a_tiny_tag_only_catalog_gets_a_pca_map_of_its_tags(
     assert response.status_code == 404 and response.get_json()["error"]["code"] == "map_not_found"
 
     extra = [dict(sample_rows()[3], image="", tags="beach|sea|sun")]
-    ingest(read_catalog(write_manifest(extra, tmp_path / "b")), settings, catalog, tagger, progress=False)
+    ingest(read_catalog(write_manifest(extra, tmp_path / "b")), settings, store, tagger, progress=False)
     body = client.get("/v1/map").get_json()
     xy = {i: (x, y) for i, x, y in zip(body["ids"], body["x"], body["y"])}
     assert body["count"] == 4 and all(np.isfinite(xy[extra[0]["id"]]))

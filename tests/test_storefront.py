@@ -10,7 +10,8 @@ import pytest
 from flask.testing import FlaskClient
 
 from recommender.app import create_app
-from recommender.catalog import Catalog, connect
+from recommender.store import Store
+from recommender.store.changes import Change
 from recommender.settings import Settings
 from tests.conftest import DEMO, sample_rows
 
@@ -60,8 +61,8 @@ def test_put_json_item_is_queued_and_enqueued(settings: Settings, clock: Clock, 
     assert response.status_code == 202 and response.get_json() == {"id": "sale-1", "status": "queued"}
     item = client.get("/v1/items/sale-1").get_json()
     assert item["status"] == "queued" and item["price"] == 99.0 and item["attrs"] == {"brand": "acme"}
-    catalog = Catalog(connect(settings.redis_url_or_default), settings.key_prefix)
-    queued = catalog.r.xrange(catalog.ingest_key)
+    store = Store.from_url(settings.redis_url_or_default, settings.key_prefix)
+    queued = store.r.xrange(store.keys.ingest)
     assert [entry[b"id"] for _, entry in queued] == [b"sale-1"]
     assert client.get("/v1/items/sale-1/similar").status_code in (409, 503)
 
@@ -119,8 +120,8 @@ def test_delete_is_visible_at_once_in_every_process(indexed: Settings, clock: Cl
     target = "landmark-eiffeltower_2"
     for client in (first, second, first, second):  # the second query of each process trusts Redis to push
         assert target in ids(client.get("/v1/items/landmark-eiffeltower/similar"))
-    catalog = Catalog(connect(indexed.redis_url_or_default), indexed.key_prefix)
-    saved = catalog.get(target)
+    store = Store.from_url(indexed.redis_url_or_default, indexed.key_prefix)
+    saved = store.items.get(target)
     try:
         assert first.delete(f"/v1/items/{target}").status_code == 204
         for client in (first, second):
@@ -129,17 +130,17 @@ def test_delete_is_visible_at_once_in_every_process(indexed: Settings, clock: Cl
         assert first.get(f"/v1/items/{target}").status_code == 404
         assert first.delete(f"/v1/items/{target}").status_code == 404
     finally:
-        catalog.put(saved)
-        catalog.mark_indexed(saved.id, saved.tags, saved.vector, saved.version, None)
-        catalog.publish_change("upsert", saved.id, saved.num)
+        store.items.put(saved)
+        store.items.mark_indexed(saved.id, saved.tags, saved.vector, saved.version, None)
+        store.changes.publish(Change.UPSERT, saved.id, saved.num)
 
 
-def _set_window(indexed: Settings, windows: dict[str, tuple[str, str]]) -> Catalog:
-    catalog = Catalog(connect(indexed.redis_url_or_default), indexed.key_prefix)
+def _set_window(indexed: Settings, windows: dict[str, tuple[str, str]]) -> Store:
+    store = Store.from_url(indexed.redis_url_or_default, indexed.key_prefix)
     for item_id, (start, end) in windows.items():
-        catalog.r.hset(f"{indexed.key_prefix}:item:{item_id}", mapping={"starts_at": start, "ends_at": end})
-        catalog.publish_change("upsert", item_id, catalog.get(item_id).num)
-    return catalog
+        store.r.hset(store.keys.item(item_id), mapping={"starts_at": start, "ends_at": end})
+        store.changes.publish(Change.UPSERT, item_id, store.items.get(item_id).num)
+    return store
 
 
 def test_flash_sale_windows(indexed: Settings, clock: Clock) -> None:
@@ -261,9 +262,9 @@ def test_cold_start_user_gets_popular_items(client: FlaskClient) -> None:
 
 
 def test_history_is_capped(settings: Settings) -> None:
-    catalog = Catalog(connect(settings.redis_url_or_default), settings.key_prefix)
-    catalog.add_events("u", [{"item": f"i{n}", "type": "view", "ts": n} for n in range(50)], [1.0] * 50, cap=20)
-    kept = catalog.user_events("u")
+    store = Store.from_url(settings.redis_url_or_default, settings.key_prefix)
+    store.users.add_events("u", [{"item": f"i{n}", "type": "view", "ts": n} for n in range(50)], [1.0] * 50, cap=20)
+    kept = store.users.events("u")
     assert len(kept) == 20 and kept[0]["item"] == "i49"
 
 

@@ -22,7 +22,9 @@ from indexer.manifest import Entry, read_catalog
 from indexer.tagger import Tagger
 from indexer.worker import Worker
 from recommender.app import create_app
-from recommender.catalog import INDEXERS, Catalog, Item, connect
+from recommender.store import Store
+from recommender.store.items import Item
+from recommender.store.queue import INDEXERS
 from recommender.index import LiveIndex
 from recommender.settings import Settings
 from recommender.versions import VersionStore
@@ -40,12 +42,12 @@ def photo_item(item_id: str, row: dict[str, str]) -> Item:
     return Item(id=item_id, title=row["title"], category=row["category"], image=str(DEMO / row["image"]))
 
 
-def build_first_version(settings: Settings, catalog: Catalog, tagger: Tagger, tmp_path: Path, rows: int = 12) -> None:
+def build_first_version(settings: Settings, store: Store, tagger: Tagger, tmp_path: Path, rows: int = 12) -> None:
     """Version 1 from a few real photos plus tag-only items, inline."""
-    ingest(read_catalog(write_manifest(sample_rows()[:rows], tmp_path / "v1")), settings, catalog, tagger,
+    ingest(read_catalog(write_manifest(sample_rows()[:rows], tmp_path / "v1")), settings, store, tagger,
            progress=False)
     rng = random.Random(1)
-    ingest([tag_only(f"base-{i}", rng) for i in range(20)], settings, catalog, tagger, progress=False)
+    ingest([tag_only(f"base-{i}", rng) for i in range(20)], settings, store, tagger, progress=False)
 
 
 def start_worker(settings: Settings, log: Path, **env: str) -> subprocess.Popen:
@@ -67,12 +69,12 @@ def wait_for(condition, timeout: float, what: str, step: float = 0.1):
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-def statuses(catalog: Catalog, ids: list[str]) -> Counter:
-    return Counter(fields["status"] or "missing" for fields in catalog.filter_fields(ids))
+def statuses(store: Store, ids: list[str]) -> Counter:
+    return Counter(s.status if s is not None else "missing" for s in store.items.summaries(ids))
 
 
-def consumer_pending(catalog: Catalog, name: str) -> int:
-    return sum(c["pending"] for key in catalog.queue_keys for c in catalog.r.xinfo_consumers(key, INDEXERS)
+def consumer_pending(store: Store, name: str) -> int:
+    return sum(c["pending"] for key in store.keys.queues for c in store.r.xinfo_consumers(key, INDEXERS)
                if c["name"].decode() == name)
 
 
@@ -85,32 +87,32 @@ def worker_log(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_worker_tags_indexes_and_the_api_serves_at_once(
-    settings: Settings, catalog: Catalog, tagger: Tagger, tmp_path: Path
+    settings: Settings, store: Store, tagger: Tagger, tmp_path: Path
 ) -> None:
-    build_first_version(settings, catalog, tagger, tmp_path)
+    build_first_version(settings, store, tagger, tmp_path)
     client = create_app(settings).test_client()
     eiffel = next(r for r in sample_rows() if r["id"] == "landmark-eiffeltower")
     corrupt = tmp_path / "corrupt.jpg"
     corrupt.write_bytes(b"\xff\xd8\xff" + b"\x00" * 5000)
-    catalog.put(photo_item("eiffel-again", eiffel))
-    catalog.put(Item(id="broken", title="broken", image=str(corrupt)))
-    catalog.put(Item(id="tags-only", title="tags", given_tags=["beach", "sea"]))
+    store.items.put(photo_item("eiffel-again", eiffel))
+    store.items.put(Item(id="broken", title="broken", image=str(corrupt)))
+    store.items.put(Item(id="tags-only", title="tags", given_tags=["beach", "sea"]))
     for item_id in ("eiffel-again", "broken", "tags-only"):
-        catalog.enqueue(item_id)
+        store.queue.enqueue(item_id)
 
-    stats = Worker(settings, catalog, tagger=tagger, burst=True).run()
+    stats = Worker(settings, store, tagger=tagger, burst=True).run()
 
     assert (stats.indexed, stats.failed) == (2, 1)
     body = client.get("/v1/items/landmark-eiffeltower/similar?k=3").get_json()
     assert body["items"][0]["id"] == "eiffel-again"  # the same photo: the nearest item, no restart needed
-    assert catalog.get("tags-only").status == "indexed"
-    broken = catalog.get("broken")
+    assert store.items.get("tags-only").status == "indexed"
+    broken = store.items.get("broken")
     assert broken.status == "failed" and "not an image" in broken.reason
-    dead = catalog.dead_letters()
+    dead = store.queue.dead_letters()
     assert [d["id"] for d in dead] == ["broken"] and dead[0]["reason"] == broken.reason
-    queues = catalog.queue_stats()
-    assert queues[catalog.ingest_key]["waiting"] == 0 and queues[catalog.ingest_key]["pending"] == 0
-    assert catalog.workers() == []  # a worker that exits removes its heartbeat
+    queues = store.queue.stats()
+    assert queues[store.keys.ingest]["waiting"] == 0 and queues[store.keys.ingest]["pending"] == 0
+    assert store.workers.running() == []  # a worker that exits removes its heartbeat
 
 
 class Flaky:
@@ -127,64 +129,64 @@ class Flaky:
 
 
 def test_a_photo_that_keeps_failing_is_retried_alone_then_dead_lettered(
-    settings: Settings, catalog: Catalog, tagger: Tagger, tmp_path: Path
+    settings: Settings, store: Store, tagger: Tagger, tmp_path: Path
 ) -> None:
-    build_first_version(settings, catalog, tagger, tmp_path)
+    build_first_version(settings, store, tagger, tmp_path)
     rows = sample_rows()[20:24]
     for i, row in enumerate(rows):
-        catalog.put(photo_item(f"new-{i}", row))
-        catalog.enqueue(f"new-{i}")
+        store.items.put(photo_item(f"new-{i}", row))
+        store.queue.enqueue(f"new-{i}")
     poison = Path(rows[1]["image"]).name
     settings = settings.with_(claim_idle_s=0.2, max_attempts=3)
     for _ in range(6):  # one worker restarted (as after a crash): it claims its stale messages each time
-        Worker(settings, catalog, tagger=Flaky(tagger, poison), name="w", burst=True).run()
+        Worker(settings, store, tagger=Flaky(tagger, poison), name="w", burst=True).run()
         time.sleep(0.3)
 
-    states = {i: catalog.get(f"new-{i}") for i in range(4)}
+    states = {i: store.items.get(f"new-{i}") for i in range(4)}
     assert [states[i].status for i in (0, 2, 3)] == ["indexed"] * 3  # its batch-mates were retried alone
     assert states[1].status == "failed"
     assert "gave up after 3 attempts" in states[1].reason and "illegal memory access" in states[1].reason
-    assert [d["id"] for d in catalog.dead_letters()] == ["new-1"]
-    queues = catalog.queue_stats()[catalog.ingest_key]
+    assert [d["id"] for d in store.queue.dead_letters()] == ["new-1"]
+    queues = store.queue.stats()[store.keys.ingest]
     assert queues["pending"] == 0 and queues["waiting"] == 0
 
 
 def test_sigterm_finishes_the_current_batch_then_exits(
-    settings: Settings, catalog: Catalog, tagger: Tagger, tmp_path: Path, worker_log: Path
+    settings: Settings, store: Store, tagger: Tagger, tmp_path: Path, worker_log: Path
 ) -> None:
-    build_first_version(settings, catalog, tagger, tmp_path)
+    build_first_version(settings, store, tagger, tmp_path)
     rows = sample_rows()
     for i in range(40):
-        catalog.put(photo_item(f"p-{i}", rows[i % len(rows)]))
-        catalog.enqueue(f"p-{i}")
+        store.items.put(photo_item(f"p-{i}", rows[i % len(rows)]))
+        store.queue.enqueue(f"p-{i}")
     proc = start_worker(settings, worker_log, VISTAS_WORKER_BATCH="8")
     try:
-        name = wait_for(lambda: [w["name"] for w in catalog.workers()], 60, "the worker's heartbeat")[0]
-        wait_for(lambda: consumer_pending(catalog, name) > 0, 30, "a batch in progress", step=0.01)
+        name = wait_for(lambda: [w["name"] for w in store.workers.running()], 60, "the worker's heartbeat")[0]
+        wait_for(lambda: consumer_pending(store, name) > 0, 30, "a batch in progress", step=0.01)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert consumer_pending(catalog, name) == 0  # the batch it had was finished and acknowledged
-    counts = statuses(catalog, [f"p-{i}" for i in range(40)])
+    assert consumer_pending(store, name) == 0  # the batch it had was finished and acknowledged
+    counts = statuses(store, [f"p-{i}" for i in range(40)])
     assert counts["indexed"] >= 8 and counts["indexed"] % 8 == 0 and counts["indexed"] + counts["queued"] == 40
-    assert catalog.queue_stats()[catalog.ingest_key]["waiting"] == counts["queued"]  # the rest waits, not lost
-    assert catalog.workers() == []
+    assert store.queue.stats()[store.keys.ingest]["waiting"] == counts["queued"]  # the rest waits, not lost
+    assert store.workers.running() == []
 
 
 def test_an_item_written_through_the_api_becomes_recommendable_and_is_gone_at_once_when_deleted(
-    settings: Settings, catalog: Catalog, tagger: Tagger, tmp_path: Path, worker_log: Path,
+    settings: Settings, store: Store, tagger: Tagger, tmp_path: Path, worker_log: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    build_first_version(settings, catalog, tagger, tmp_path)
+    build_first_version(settings, store, tagger, tmp_path)
     monkeypatch.setenv("VISTAS_IMAGE_ROOT", str(DEMO))  # photos named by path in writes live here
     port = free_port()
     worker = start_worker(settings, worker_log)
     api = start_api(settings, port)
     base = f"http://127.0.0.1:{port}/v1/items"
     try:
-        wait_for(catalog.workers, 60, "the worker's heartbeat")
+        wait_for(store.workers.running, 60, "the worker's heartbeat")
         eiffel = next(r for r in sample_rows() if r["id"] == "landmark-eiffeltower")
         put = requests.put(f"{base}/eiffel-copy", json={"title": "Eiffel again", "image": eiffel["image"]},
                            timeout=5)
@@ -212,30 +214,30 @@ def test_2000_items_survive_two_killed_workers_and_a_redis_restart(
 ) -> None:
     server = EmbeddedRedis(tmp_path / "redis", persist=True).start()
     settings = Settings(redis_url=server.url, data_dir=tmp_path / "data", key_prefix="fault", n_topics=10)
-    catalog = Catalog(connect(server.url), "fault")
+    store = Store.from_url(server.url, "fault")
     workers: list[subprocess.Popen] = []
     stopped = threading.Event()
     try:
-        build_first_version(settings, catalog, tagger, tmp_path)
-        base_ids = catalog.ids()
+        build_first_version(settings, store, tagger, tmp_path)
+        base_ids = store.items.ids()
         env = {"VISTAS_CLAIM_IDLE": "2", "VISTAS_WORKER_BATCH": "40"}
         workers += [start_worker(settings, worker_log, **env) for _ in range(2)]
-        wait_for(lambda: len(catalog.workers()) == 2, 90, "two workers' heartbeats")
-        names = {w["pid"]: w["name"] for w in catalog.workers()}
+        wait_for(lambda: len(store.workers.running()) == 2, 90, "two workers' heartbeats")
+        names = {w["pid"]: w["name"] for w in store.workers.running()}
 
         ids = [f"item-{i:04d}" for i in range(2000)]
         rows, rng = sample_rows(), random.Random(7)
         producer_errors: list[BaseException] = []
 
         def produce() -> None:
-            writer = Catalog(connect(server.url), "fault")
+            writer = Store.from_url(server.url, "fault")
             for i, item_id in enumerate(ids):
                 entry = tag_only(item_id, rng)
                 item = photo_item(item_id, rows[i % len(rows)]) if i % 25 == 0 else entry.item
                 while not stopped.is_set():
                     try:
-                        writer.put(item)
-                        writer.enqueue(item_id)
+                        writer.items.put(item)
+                        writer.queue.enqueue(item_id)
                         break
                     except redis.ConnectionError:  # Redis is restarting: the client retries, as a real one would
                         time.sleep(0.1)
@@ -251,10 +253,10 @@ def test_2000_items_survive_two_killed_workers_and_a_redis_restart(
         producer.start()
 
         def indexed(n: int, what: str) -> None:
-            wait_for(lambda: statuses(catalog, ids)["indexed"] >= n, 60, what, step=0.5)
+            wait_for(lambda: statuses(store, ids)["indexed"] >= n, 60, what, step=0.5)
 
         def kill_mid_batch(proc: subprocess.Popen) -> None:
-            wait_for(lambda: consumer_pending(catalog, names[proc.pid]) > 0, 30, "a batch in progress", step=0.02)
+            wait_for(lambda: consumer_pending(store, names[proc.pid]) > 0, 30, "a batch in progress", step=0.02)
             proc.kill()
             proc.wait()
             workers.append(start_worker(settings, worker_log, **env))
@@ -271,16 +273,16 @@ def test_2000_items_survive_two_killed_workers_and_a_redis_restart(
         assert not producer_errors and not producer.is_alive()
 
         indexed(len(ids), "every item indexed")
-        queues = catalog.queue_stats()
-        assert (queues[catalog.ingest_key]["waiting"], queues[catalog.ingest_key]["pending"]) == (0, 0)  # no limbo
-        assert queues[catalog.dead_key]["length"] == 0
+        queues = store.queue.stats()
+        assert (queues[store.keys.ingest]["waiting"], queues[store.keys.ingest]["pending"]) == (0, 0)  # no limbo
+        assert queues[store.keys.dead]["length"] == 0
 
-        live = LiveIndex(catalog, VersionStore(settings.data_dir))
+        live = LiveIndex(store, VersionStore(settings.data_dir))
         live.sync()
         assert live.index is not None
         assert sorted(live.index.ids.values()) == sorted(base_ids + ids)  # each item in the index exactly once
         assert int(live.index.present.sum()) == len(base_ids) + len(ids)
-        upserts = Counter(c["id"] for _, c in catalog.changes_after("0-0", count=100_000) if c["op"] == "upsert")
+        upserts = Counter(c["id"] for _, c in store.changes.after("0-0", count=100_000) if c["op"] == "upsert")
         assert set(upserts) >= set(ids)
         assert sum(n - 1 for n in upserts.values()) <= 2  # indexed once each, but for a message retried at the restart
     finally:

@@ -21,7 +21,7 @@ def readyz():
     s = state()
     checks = {"redis": False, "index": False}
     try:
-        checks["redis"] = s.catalog.ping()
+        checks["redis"] = s.store.ping()
         s.live.sync()
     except Exception:  # noqa: BLE001 - any failure here just means "not ready"
         checks["redis"] = False

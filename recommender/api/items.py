@@ -12,7 +12,7 @@ from PIL import Image, UnidentifiedImageError
 from recommender.api.params import filters_arg, float_arg, int_arg, item_id_arg
 from recommender.state import ready_index, state
 from recommender.auth import require
-from recommender.catalog import DELETED, UPSERT, Item
+from recommender.store.items import Item, Status
 from recommender.errors import ApiError
 from recommender.recommend import similar_items
 from recommender.thumbnails import ThumbnailError, thumbnail
@@ -26,8 +26,8 @@ THUMBNAIL_MAX_AGE = 24 * 3600  # seconds; a changed photo gets a new ETag, so re
 
 def get_item_or_404(item_id: str) -> Item:
     """Any stored item that is not deleted (queued and failed ones too), else a 404."""
-    item = state().catalog.get(item_id_arg(item_id))
-    if item is None or item.status == DELETED:
+    item = state().store.items.get(item_id_arg(item_id))
+    if item is None or item.status == Status.DELETED:
         raise ApiError(404, "item_not_found", f"no item with id {item_id!r}")
     return item
 
@@ -103,9 +103,7 @@ def put_item(item_id: str):
         if body is None:
             raise ApiError(400, "bad_json", "send a JSON object (Content-Type: application/json) or multipart")
         item = item_from_body(item_id, body, s.settings.image_root)
-    num = s.catalog.put(item)
-    s.catalog.publish_change(UPSERT, item.id, num)
-    s.catalog.enqueue(item.id)
+    s.store.submit(item)
     response = jsonify({"id": item.id, "status": item.status})
     response.headers["Location"] = f"/v1/items/{item.id}"
     return response, 202
@@ -139,7 +137,7 @@ def _save_photo(item_id: str, data: bytes) -> Path:
 def delete_item(item_id: str):
     """Remove an item from every answer at once."""
     s = state()
-    num = s.catalog.delete(item_id_arg(item_id))
+    num = s.store.delete_item(item_id_arg(item_id))
     if num is None:
         raise ApiError(404, "item_not_found", f"no item with id {item_id!r}")
     s.live.remove(num)

@@ -30,6 +30,6 @@ def get_map():
     if representation not in catalog_map.layouts:
         raise ApiError(404, "map_not_found", f"this catalog has no {LABELS[representation]} map "
                        f"(no photo features); try {catalog_map.default_representation()}")
-    rows = s.catalog.map_rows(live.version)
-    later = [(item, rows[item.id]) for item in s.catalog.get_many(rows) if item is not None]
+    rows = s.store.versions.map_rows(live.version)
+    later = [(item, rows[item.id]) for item in s.store.items.get_many(rows) if item is not None]
     return jsonify(catalog_map.points(representation, live.version, later, live.index.ids))

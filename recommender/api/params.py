@@ -8,7 +8,7 @@ from typing import TypeVar
 
 from flask import request
 
-from recommender.catalog import parse_timestamp, valid_item_id
+from recommender.store.items import parse_timestamp, valid_item_id
 from recommender.errors import ApiError
 from recommender.index import LiveIndex
 from recommender.ranking import Filters

@@ -9,7 +9,7 @@ from flask import Blueprint, jsonify, request
 from recommender.api.params import filters_arg, int_arg
 from recommender.state import ready_index, state
 from recommender.auth import require
-from recommender.catalog import parse_timestamp, valid_item_id
+from recommender.store.items import parse_timestamp, valid_item_id
 from recommender.errors import ApiError
 from recommender.events import EVENT_WEIGHTS, build_profile, profile_topics, recommend_for_user
 
@@ -65,11 +65,11 @@ def add_events(user_id: str):
         raise ApiError(422, "invalid_event", f"send 1 to {MAX_BATCH} events")
     now = s.clock()
     events = [_event(raw, now, f"event {i}") for i, raw in enumerate(raw_events)]
-    missing = [e["item"] for e, ok in zip(events, s.catalog.existing([e["item"] for e in events])) if not ok]
+    missing = [e["item"] for e, ok in zip(events, s.store.items.existing([e["item"] for e in events])) if not ok]
     if missing:
         status = 404 if len(events) == 1 else 422
         raise ApiError(status, "item_not_found", f"unknown items, nothing stored: {sorted(set(missing))[:10]}")
-    s.catalog.add_events(user_id, events, [EVENT_WEIGHTS[e["type"]] for e in events], s.settings.user_history)
+    s.store.users.add_events(user_id, events, [EVENT_WEIGHTS[e["type"]] for e in events], s.settings.user_history)
     return jsonify({"accepted": len(events)}), 202
 
 
@@ -82,8 +82,8 @@ def recommendations(user_id: str):
     live = ready_index()
     now = s.clock()
     filters = filters_arg(live, now)
-    profile = build_profile(s.catalog.user_events(user_id), live, now, s.settings.half_life_days)
-    items = recommend_for_user(s.catalog, live, profile, k, filters, s.settings.seen_limit)
+    profile = build_profile(s.store.users.events(user_id), live, now, s.settings.half_life_days)
+    items = recommend_for_user(s.store, live, profile, k, filters, s.settings.seen_limit)
     return jsonify({"items": items, "version": live.version})
 
 
@@ -93,7 +93,7 @@ def profile(user_id: str):
     s = state()
     _user_id(user_id)
     live = ready_index()
-    events = s.catalog.user_events(user_id)
+    events = s.store.users.events(user_id)
     built = build_profile(events, live, s.clock(), s.settings.half_life_days)
     recent = [{"item_id": e["item"], "type": e["type"], "ts": e["ts"]} for e in events[:RECENT_EVENTS]]
     return jsonify({"user_id": user_id, "topics": profile_topics(built, live.topics),
@@ -104,5 +104,5 @@ def profile(user_id: str):
 @require("client")
 def forget(user_id: str):
     """Privacy request: drop the user's events and profile."""
-    state().catalog.forget_user(_user_id(user_id))
+    state().store.users.forget(_user_id(user_id))
     return "", 204

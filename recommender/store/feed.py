@@ -27,7 +27,7 @@ from typing import Any
 import redis
 from redis.connection import ConnectionInterface
 
-from recommender.catalog import CHANGES_PAGE, Catalog, Changes
+from recommender.store.changes import CHANGES_PAGE, Changes, ChangeStream, poll_result
 
 log = logging.getLogger(__name__)
 #: The longest a process trusts "nothing pushed" to mean "nothing changed" before polling anyway.
@@ -37,8 +37,8 @@ MAX_TRUST = 1.0
 class ChangeFeed:
     """The version pointer and the changes stream of one API process, polled only when they may have moved."""
 
-    def __init__(self, catalog: Catalog):
-        self.catalog = catalog
+    def __init__(self, changes: ChangeStream):
+        self.changes = changes
         self._conn: ConnectionInterface | None = None
         self._trusted_until = 0.0  # monotonic; until then, no push means no change
         self._pushed = False
@@ -47,7 +47,7 @@ class ChangeFeed:
     def poll(self, stream_id: str) -> tuple[int, Changes] | None:
         """The current version and the changes after ``stream_id``; None when nothing can have changed."""
         if self._untracked:
-            return self.catalog.poll(stream_id)
+            return self.changes.poll(stream_id)
         if time.monotonic() < self._trusted_until and not self._pending():
             return None
         self._trusted_until = 0.0
@@ -57,10 +57,10 @@ class ChangeFeed:
             log.warning("Redis refused client-side tracking (%s): every query will poll Redis once", exc)
             self._drop(exc)
             self._untracked = True
-            return self.catalog.poll(stream_id)
+            return self.changes.poll(stream_id)
         except (redis.RedisError, OSError) as exc:
             self._drop(exc)
-            return self.catalog.poll(stream_id)  # the pool's connections, with redis-py's retries
+            return self.changes.poll(stream_id)  # the pool's connections, with redis-py's retries
         if not self._pushed and len(changes) < CHANGES_PAGE:
             self._trusted_until = time.monotonic() + MAX_TRUST
         return version, changes
@@ -88,12 +88,12 @@ class ChangeFeed:
             self._conn = self._connect()
         conn = self._conn
         self._pushed = False
-        conn.send_packed_command(conn.pack_commands(self.catalog.poll_commands(stream_id)))
+        conn.send_packed_command(conn.pack_commands(self.changes.poll_commands(stream_id)))
         version, entries = conn.read_response(), conn.read_response()  # pushes in between set _pushed
-        return self.catalog.poll_result(version, entries)
+        return poll_result(version, entries)
 
     def _connect(self) -> ConnectionInterface:
-        conn = self.catalog.r.connection_pool.get_connection()
+        conn = self.changes.r.connection_pool.get_connection()
         try:
             if str(conn.get_protocol()) != "3":
                 raise redis.ResponseError("pushed invalidations need RESP3 (protocol=3 in REDIS_URL)")
@@ -102,7 +102,7 @@ class ChangeFeed:
             conn._parser.set_invalidation_push_handler(self._on_push)  # redis-py's own cache hooks in the same way
         except BaseException:
             conn.disconnect()  # never hand the pool a connection that tracks
-            self.catalog.r.connection_pool.release(conn)
+            self.changes.r.connection_pool.release(conn)
             raise
         return conn
 
@@ -117,4 +117,4 @@ class ChangeFeed:
         log.info("change tracking connection lost (%s); polling until it is back", exc)
         conn._parser.set_invalidation_push_handler(None)
         conn.disconnect()
-        self.catalog.r.connection_pool.release(conn)
+        self.changes.r.connection_pool.release(conn)

@@ -1,0 +1,107 @@
+"""The Redis key schema: every key Vistas writes, here and only here.
+
+Keys (``P`` is the configured key prefix):
+
+* ``P:item:<id>``     hash: metadata, status, tags, topic vector (see :class:`recommender.store.items.Item`)
+* ``P:features:<id>`` string: pooled backbone features, float16 (for reindexing without a forward pass)
+* ``P:items``         set of every item id
+* ``P:seq``           counter that hands out the numeric ids FAISS needs
+* ``P:version``       the index version the API should serve (an integer)
+* ``P:representation`` the topic representation the next build uses, as ranked by ``vistas eval``
+* ``P:changes``       stream of ``{op: upsert|delete, id, num}``, tailed by API processes
+* ``P:ingest``        stream of ``{id}``: items waiting to be tagged and indexed by a worker
+* ``P:retag``         stream of ``{id, job}``: photos a distributed reindex asks the workers to re-tag
+  (both streams are read by the consumer group ``indexers``; see :meth:`recommender.store.queue.Queue.settle`)
+* ``P:dead``          stream of ``{id, reason, attempts, stream, consumer}``: what the workers gave up on
+* ``P:workers``       hash worker name -> JSON heartbeat ``{host, pid, device, seen, indexed, failed, ...}``
+* ``P:model:<v>``     string: version ``v``'s topic model (joblib), for workers on machines without its directory
+* ``P:reindex``       hash: the running or last reindex ``{job, phase, total, tagged, failed, skipped, ...}``
+* ``P:reindex:lock``  string with a TTL: held by the one reindex that may run
+* ``P:user:<uid>:events`` list of JSON events ``{item, type, ts}``, newest first, capped
+* ``P:popularity``    sorted set item id -> summed event weight (cold-start recommendations)
+* ``P:map:<version>`` hash id -> float32 map row of an item placed on version's map after it was built
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The keys under one prefix; several catalogs (or test runs) share a Redis by prefix."""
+
+    prefix: str
+
+    def item(self, item_id: str) -> str:
+        return f"{self.prefix}:item:{item_id}"
+
+    def features(self, item_id: str) -> str:
+        return f"{self.prefix}:features:{item_id}"
+
+    def events(self, user_id: str) -> str:
+        return f"{self.prefix}:user:{user_id}:events"
+
+    def model(self, version: int) -> str:
+        return f"{self.prefix}:model:{version}"
+
+    def map(self, version: int) -> str:
+        return f"{self.prefix}:map:{version}"
+
+    @property
+    def items(self) -> str:
+        return f"{self.prefix}:items"
+
+    @property
+    def seq(self) -> str:
+        return f"{self.prefix}:seq"
+
+    @property
+    def version(self) -> str:
+        return f"{self.prefix}:version"
+
+    @property
+    def representation(self) -> str:
+        return f"{self.prefix}:representation"
+
+    @property
+    def changes(self) -> str:
+        return f"{self.prefix}:changes"
+
+    @property
+    def ingest(self) -> str:
+        return f"{self.prefix}:ingest"
+
+    @property
+    def retag(self) -> str:
+        return f"{self.prefix}:retag"
+
+    @property
+    def dead(self) -> str:
+        return f"{self.prefix}:dead"
+
+    @property
+    def workers(self) -> str:
+        return f"{self.prefix}:workers"
+
+    @property
+    def reindex(self) -> str:
+        return f"{self.prefix}:reindex"
+
+    @property
+    def reindex_lock(self) -> str:
+        return f"{self.prefix}:reindex:lock"
+
+    @property
+    def popularity(self) -> str:
+        return f"{self.prefix}:popularity"
+
+    @property
+    def queues(self) -> tuple[str, str]:
+        """The streams workers read, most urgent first: new items before a reindex's re-tagging."""
+        return self.ingest, self.retag
+
+    @property
+    def pattern(self) -> str:
+        """Matches every key under this prefix."""
+        return f"{self.prefix}:*"
