@@ -10,8 +10,8 @@ than ``k`` while ``k`` eligible items exist, however many are filtered out.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -29,6 +29,15 @@ class Filters:
     category: str | None = None
     active_at: float | None = None  # epoch seconds; None = any time
     exclude: frozenset[int] = field(default_factory=frozenset)  # numeric ids
+
+    def excluding(self, nums: Iterable[int]) -> "Filters":
+        """The same filters, with these numeric ids left out too."""
+        return replace(self, exclude=self.exclude | frozenset(nums))
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    """``x`` scaled to length 1 (each row, for a matrix); zero stays zero."""
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def _time_or(value: str, default: float) -> float:

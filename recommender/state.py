@@ -16,6 +16,7 @@ from flask import Flask, current_app
 from recommender.catalog_map import MapCache
 from recommender.errors import ApiError
 from recommender.index import LiveIndex
+from recommender.recommender import Recommender
 from recommender.settings import Settings
 from recommender.store import Store
 
@@ -47,6 +48,12 @@ def state() -> State:
 def app_state(app: Flask) -> State:
     """``app``'s State, outside a request too (the metrics collector runs at scrape time)."""
     return app.extensions[EXTENSION]
+
+
+def recommender() -> Recommender:
+    """The verbs over this process's index, caught up with Redis (503 when none is loaded yet)."""
+    s = state()
+    return Recommender(s.store, ready_index(), s.settings)
 
 
 def ready_index() -> LiveIndex:

@@ -1,4 +1,5 @@
-"""Validating item writes: every field's type and size, and photo paths kept inside the image root."""
+"""Validating what clients write: items (every field's type and size, photo paths kept inside the image
+root) and user events."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from recommender.store.items import Item, parse_timestamp
 from recommender.errors import ApiError
+from recommender.events import EVENT_WEIGHTS
+from recommender.store.items import Item, parse_timestamp, valid_item_id
 
 MAX_TEXT = {"title": 500, "kind": 64, "category": 128, "url": 2048}
 MAX_ATTRS_BYTES = 8192
@@ -84,3 +86,31 @@ def _image_path(value: Any, image_root: Path | None) -> Path:
     if not path.is_file():
         raise _invalid(f"image {value!r} does not exist under the image root")
     return path
+
+
+def event_from_body(raw: object, now: float, where: str) -> dict:
+    """A stored event ``{item, type, ts}`` from a client's JSON object, or a 422 saying what was wrong."""
+    if not isinstance(raw, dict):
+        raise ApiError(422, "invalid_event", f"{where}: an event is a JSON object")
+    unknown = set(raw) - {"item_id", "type", "ts"}
+    if unknown:
+        raise ApiError(422, "invalid_event", f"{where}: unknown fields {sorted(unknown)}")
+    item_id, kind, ts = raw.get("item_id"), raw.get("type"), raw.get("ts")
+    if not isinstance(item_id, str) or not valid_item_id(item_id):
+        raise ApiError(422, "invalid_event", f"{where}: item_id must be a valid item id")
+    if kind not in EVENT_WEIGHTS:
+        raise ApiError(422, "invalid_event", f"{where}: type must be one of {sorted(EVENT_WEIGHTS)}")
+    if ts is None:
+        when = now
+    elif isinstance(ts, str):
+        try:
+            when = parse_timestamp(ts)
+        except ValueError:
+            raise ApiError(422, "invalid_event", f"{where}: ts must be ISO-8601 or epoch seconds") from None
+    elif isinstance(ts, (int, float)) and not isinstance(ts, bool) and math.isfinite(ts):
+        when = float(ts)
+    else:
+        raise ApiError(422, "invalid_event", f"{where}: ts must be ISO-8601 or epoch seconds")
+    if when > now + 300:
+        raise ApiError(422, "invalid_event", f"{where}: ts is in the future")
+    return {"item": item_id, "type": kind, "ts": when}

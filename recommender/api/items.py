@@ -10,11 +10,10 @@ from flask import Blueprint, jsonify, request, send_file
 from PIL import Image, UnidentifiedImageError
 
 from recommender.api.params import filters_arg, float_arg, int_arg, item_id_arg
-from recommender.state import ready_index, state
+from recommender.state import recommender, state
 from recommender.auth import require
 from recommender.store.items import Item, Status
 from recommender.errors import ApiError
-from recommender.recommend import similar_items
 from recommender.thumbnails import ThumbnailError, thumbnail
 from recommender.validation import item_from_body
 
@@ -71,16 +70,14 @@ def similar(item_id: str):
     s = state()
     k = int_arg("k", 10, 1, s.settings.max_k)
     diversity = float_arg("diversity", 0.0, 0.0, 1.0)
-    live = ready_index()
-    filters = filters_arg(live, s.clock())
-    num = live.index.nums.get(item_id_arg(item_id))
-    summary = live.summaries([item_id])[0] if num is not None else None
-    if summary is None or num is None:  # not served: say why (unknown, deleted, queued, failed)
+    rec = recommender()
+    filters = filters_arg(rec.live, s.clock())
+    results = rec.similar_items(item_id_arg(item_id), k, filters, diversity)
+    if results is None:  # not served: say why (unknown, deleted, queued, failed)
         item = get_item_or_404(item_id)
-        reason = item.reason or f"not in index version {live.version} yet"
+        reason = item.reason or f"not in index version {rec.live.version} yet"
         raise ApiError(409, "item_not_indexed", f"item {item_id!r} is {item.status}: {reason}")
-    results = similar_items(live, summary, num, k, filters, diversity)
-    return jsonify({"items": results, "version": live.version})
+    return jsonify({"items": results, "version": rec.live.version})
 
 
 @bp.put("/<item_id>")

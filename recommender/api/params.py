@@ -39,9 +39,17 @@ def _number_arg(name: str, default: N, low: N, high: N, kind: Callable[[str], N]
 
 
 def item_id_arg(item_id: str) -> str:
-    if not valid_item_id(item_id):
-        raise ApiError(400, "bad_item_id", "item ids are 1-128 characters of A-Z a-z 0-9 . _ : -")
-    return item_id
+    return _id_arg(item_id, "item")
+
+
+def user_id_arg(user_id: str) -> str:
+    return _id_arg(user_id, "user")
+
+
+def _id_arg(value: str, kind: str) -> str:
+    if not valid_item_id(value):
+        raise ApiError(400, f"bad_{kind}_id", f"{kind} ids are 1-128 characters of A-Z a-z 0-9 . _ : -")
+    return value
 
 
 def active_at_arg(now: float) -> float | None:

@@ -1,42 +1,16 @@
-"""Query by photo: a client uploads a photo and gets the catalog's most similar items.
-
-The tagger and the topic model are loaded lazily, on the first search in a
-process, so API processes that never get one stay light.
-"""
+"""Query by photo: a client uploads a photo and gets the catalog's most similar items."""
 
 from __future__ import annotations
-
-from functools import lru_cache
-from typing import TYPE_CHECKING
 
 from flask import Blueprint, jsonify, request
 
 from recommender.api.params import filters_arg, float_arg, int_arg
-from recommender.state import ready_index, state
 from recommender.auth import require
+from recommender.embed import PhotoError, embed
 from recommender.errors import ApiError
-from recommender.recommend import hydrate, ranked
-from recommender.settings import Settings
-
-if TYPE_CHECKING:
-    from indexer.tagger import Tagger
-    from indexer.topics import TopicModel
+from recommender.state import recommender, state
 
 bp = Blueprint("search", __name__, url_prefix="/v1")
-
-
-@lru_cache(maxsize=1)
-def _tagger(settings: Settings) -> Tagger:
-    from indexer.tagger import Tagger
-
-    return Tagger(settings)
-
-
-@lru_cache(maxsize=2)
-def _model(settings: Settings, version: int) -> TopicModel:
-    from indexer.build import load_model
-
-    return load_model(settings, version)
 
 
 @bp.post("/search")
@@ -48,17 +22,12 @@ def search_by_photo():
     upload = request.files.get("photo")
     if upload is None:
         raise ApiError(400, "missing_photo", "send the photo as a multipart file part named 'photo'")
-    live = ready_index()
-    filters = filters_arg(live, s.clock())
-    from indexer.images import ImageError
-
-    (_, tagging), = _tagger(s.settings).tag([("query", upload.read())])
-    if isinstance(tagging, ImageError):
-        raise ApiError(422, "invalid_photo", str(tagging))
-    query = _model(s.settings, live.version).transform([tagging.labels], tagging.features[None, :])[0]
-
-    labels = {t for t, _ in tagging.labels}
-    hits = ranked(live, query, k, filters, diversity)
-    results = hydrate(live, hits, k, query, lambda item, _: {"tags": [t for t in item.tags if t in labels]})
-    return jsonify({"items": results, "version": live.version,
-                    "tags": [{"tag": t, "score": p} for t, p in tagging.labels]})
+    rec = recommender()
+    filters = filters_arg(rec.live, s.clock())
+    try:
+        query = embed(s.settings, rec.live.version, upload.read())
+    except PhotoError as exc:
+        raise ApiError(422, "invalid_photo", str(exc)) from None
+    results = rec.search(query.vector, k, filters, diversity, tags=[t for t, _ in query.labels])
+    return jsonify({"items": results, "version": rec.live.version,
+                    "tags": [{"tag": t, "score": p} for t, p in query.labels]})

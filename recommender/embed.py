@@ -1,0 +1,57 @@
+"""Photo -> vector, for query by photo: the backbone's labels and features, through the served
+version's topic model, give the vector the index is searched with.
+
+The backbone (torch) and the topic model are imported and loaded on the first query in a
+process, so API processes that never get one stay light.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from recommender.settings import Settings
+
+if TYPE_CHECKING:
+    from indexer.tagger import Tagger
+    from indexer.topics import TopicModel
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """A photo's serving vector and the labels the backbone saw in it, best first."""
+
+    vector: np.ndarray
+    labels: list[tuple[str, float]]
+
+
+class PhotoError(ValueError):
+    """The photo cannot be read (corrupt, truncated, over a limit); the message says why."""
+
+
+@lru_cache(maxsize=1)
+def _tagger(settings: Settings) -> Tagger:
+    from indexer.tagger import Tagger
+
+    return Tagger(settings)
+
+
+@lru_cache(maxsize=2)
+def _model(settings: Settings, version: int) -> TopicModel:
+    from indexer.build import load_model
+
+    return load_model(settings, version)
+
+
+def embed(settings: Settings, version: int, photo: bytes) -> Embedding:
+    """The vector of ``photo`` in index version ``version``'s topic space."""
+    from indexer.images import ImageError
+
+    (_, tagging), = _tagger(settings).tag([("query", photo)])
+    if isinstance(tagging, ImageError):
+        raise PhotoError(str(tagging))
+    vector = _model(settings, version).transform([tagging.labels], tagging.features[None, :])[0]
+    return Embedding(vector, tagging.labels)
