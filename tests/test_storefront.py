@@ -120,7 +120,7 @@ def test_delete_is_visible_at_once_in_every_process(indexed: Settings, clock: Cl
     for client in (first, second, first, second):  # the second query of each process trusts Redis to push
         assert target in ids(client.get("/v1/items/landmark-eiffeltower/similar"))
     catalog = Catalog(connect(indexed.redis_url_or_default), indexed.key_prefix)
-    saved = catalog.get(target)
+    saved, features = catalog.get(target), catalog.features(target)
     try:
         assert first.delete(f"/v1/items/{target}").status_code == 204
         for client in (first, second):
@@ -130,7 +130,7 @@ def test_delete_is_visible_at_once_in_every_process(indexed: Settings, clock: Cl
         assert first.delete(f"/v1/items/{target}").status_code == 404
     finally:
         catalog.put(saved)
-        catalog.mark_indexed(saved.id, saved.tags, saved.vector, saved.version, None)
+        catalog.mark_indexed(saved.id, saved.tags, saved.vector, saved.version, features)  # as it was: shared
         catalog.publish_change("upsert", saved.id, saved.num)
 
 

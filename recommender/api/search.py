@@ -14,7 +14,8 @@ from flask import Blueprint, jsonify, request
 from recommender.api.params import filters_arg, float_arg, int_arg
 from recommender.app import ready_index, state
 from recommender.auth import require
-from recommender.errors import ApiError
+from recommender.errors import ApiError, photo_error
+from recommender.photos import ImageError
 from recommender.recommend import hydrate, ranked
 from recommender.settings import Settings
 
@@ -50,11 +51,9 @@ def search_by_photo():
         raise ApiError(400, "missing_photo", "send the photo as a multipart file part named 'photo'")
     live = ready_index()
     filters = filters_arg(live, s.clock())
-    from indexer.images import ImageError
-
     (_, tagging), = _tagger(s.settings).tag([("query", upload.read())])
     if isinstance(tagging, ImageError):
-        raise ApiError(422, "invalid_photo", str(tagging))
+        raise photo_error(tagging)
     query = _model(s.settings, live.version).transform([tagging.labels], tagging.features[None, :])[0]
 
     labels = {t for t, _ in tagging.labels}
