@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from indexer.images import load_crop
+from recommender.photos import load_crop
 from indexer.tagger import Tagger
 from recommender.settings import Settings
 

@@ -260,7 +260,7 @@ def _features_of(settings: Settings, pairs: list[tuple[Path, str]]):
     """Stored features for photos already indexed; a forward pass for the rest (unreadable ones skipped)."""
     import numpy as np
 
-    from indexer.images import ImageError
+    from recommender.photos import ImageError
     from indexer.tagger import Tagger
 
     store = _store(settings)

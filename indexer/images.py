@@ -1,133 +1,39 @@
-"""Safe photo decoding and the fixed-size crops the backbone eats.
+"""The tagger's side of photo decoding: crops prefetched on threads, and the device (nvJPEG) path.
 
-Photos come from strangers: they may be truncated, enormous, CMYK, 16-bit,
-palette-with-transparency or rotated by an EXIF tag. Everything here either
-returns a clean 224x224 RGB crop or raises :class:`ImageError` with a reason a
-person can act on; nothing else escapes.
-
-The Pillow path is the reference. The device path (nvJPEG when the device is a
-GPU) only takes plain baseline JPEGs whose header passed the same byte and
-pixel limits; every other photo, and any JPEG the decoder refuses, goes
-through the reference path, errors included.
+Decoding itself is :mod:`recommender.photos`, the one safe decoder every
+door shares; this module schedules it and adds the GPU fast path. The device
+path only takes plain baseline JPEGs whose header passed the same byte and
+pixel limits and whose shape keeps the resize small; every other photo, and
+any JPEG the decoder refuses, goes through the reference path, errors
+included.
 """
 
 from __future__ import annotations
 
 import io
-import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TypeVar, cast
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 from torch.nn import functional as F
 from torchvision.io import ImageReadMode, decode_jpeg
 
-RESIZE_SHORTER_SIDE = 256
-CROP_SIZE = 224
+from recommender.photos import CROP_SIZE, ImageError, Source, crop_geometry, has_rotation, load_crop, probe
+
 #: Decoded pixels per nvJPEG call: bounds device memory when a batch holds huge photos (3 bytes a pixel).
 DECODE_PIXEL_BUDGET = 128_000_000
+#: Longest side over shorter side the device path takes: it resizes the whole photo before cropping, so a
+#: strip would cost its upscaled size in device memory. Longer shapes go to Pillow, which crops first.
+DEVICE_MAX_ASPECT = 4.0
 _JPEG_END = b"\xff\xd9"
 
-Source = Path | bytes
 K = TypeVar("K")
 T = TypeVar("T")
-
-
-class ImageError(ValueError):
-    """A photo that cannot be used; the message says why."""
-
-
-def _open(source: Source, max_bytes: int) -> Image.Image:
-    if isinstance(source, (bytes, bytearray)):
-        if len(source) > max_bytes:
-            raise ImageError(f"photo is {len(source)} bytes, over the limit of {max_bytes}")
-        return Image.open(io.BytesIO(source))
-    try:
-        size = source.stat().st_size
-    except OSError as exc:
-        raise ImageError(f"cannot read {source}: {exc.strerror or exc}") from None
-    if size > max_bytes:
-        raise ImageError(f"photo is {size} bytes, over the limit of {max_bytes}")
-    return Image.open(source)
-
-
-def _to_rgb(im: Image.Image) -> Image.Image:
-    """RGB with transparent areas on white (product cut-outs are shot on white)."""
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(im, dtype=np.float64)
-        top = arr.max() or 1.0
-        im = Image.fromarray((arr * (255.0 / top)).astype(np.uint8), "L")
-    if im.mode == "P":
-        im = im.convert("RGBA")
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "RGB" and "transparency" in im.info):
-        rgba = im.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return im.convert("RGB")
-
-
-def load_image(source: Source, max_pixels: int, max_bytes: int) -> Image.Image:
-    """Decode a photo to an upright RGB image, refusing bombs and broken files.
-
-    JPEGs are decoded at a reduced scale when that still leaves the shorter
-    side at least RESIZE_SHORTER_SIDE (libjpeg's DCT scaling is nearly free).
-    """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = _open(source, max_bytes)
-            width, height = im.size
-            if width * height > max_pixels:
-                raise ImageError(
-                    f"photo is {width}x{height} = {width * height} pixels, over the limit of {max_pixels} "
-                    "(raise VISTAS_MAX_IMAGE_PIXELS if such photos are expected)"
-                )
-            if im.format == "JPEG" and not _has_rotation(im):
-                scale = RESIZE_SHORTER_SIDE / min(width, height)
-                im.draft("RGB", (int(width * scale) + 1, int(height * scale) + 1))
-            im.load()
-            im = ImageOps.exif_transpose(im)
-            return _to_rgb(im)
-    except ImageError:
-        raise
-    except UnidentifiedImageError:
-        raise ImageError("not an image file, or a format Pillow cannot read") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"photo refused as a decompression bomb: {exc}") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError(f"photo is damaged or truncated: {exc}") from None
-
-
-def _has_rotation(im: Image.Image) -> bool:
-    try:
-        return im.getexif().get(0x0112, 1) != 1
-    except Exception:  # noqa: BLE001 - a broken EXIF block only means "no rotation info"
-        return False
-
-
-def _resized(width: int, height: int) -> tuple[int, int, int, int]:
-    """(width, height) after scaling the shorter side to 256, and the (left, top) of the centre crop."""
-    scale = RESIZE_SHORTER_SIDE / min(width, height)
-    size = (max(CROP_SIZE, round(width * scale)), max(CROP_SIZE, round(height * scale)))
-    return size[0], size[1], (size[0] - CROP_SIZE) // 2, (size[1] - CROP_SIZE) // 2
-
-
-def center_crop(im: Image.Image) -> np.ndarray:
-    """Shorter side to 256, centre 224x224 crop, as uint8 HxWx3."""
-    width, height, left, top = _resized(*im.size)
-    im = im.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=3.0)
-    return np.asarray(im.crop((left, top, left + CROP_SIZE, top + CROP_SIZE)), dtype=np.uint8)
-
-
-def load_crop(source: Source, max_pixels: int, max_bytes: int) -> np.ndarray:
-    """Decode and crop one photo; raises ImageError."""
-    return center_crop(load_image(source, max_pixels, max_bytes))
 
 
 def prefetch_crops(
@@ -179,10 +85,10 @@ def jpeg_or_crop(source: Source, max_pixels: int, max_bytes: int) -> Jpeg | np.n
     them one at a time, slower than the CPU thread pool.
     """
     data = _read(source, max_bytes)
-    probe = _plain_jpeg(data, max_pixels) if data is not None else None
-    if probe is None:
+    size = _plain_jpeg(data, max_pixels) if data is not None else None
+    if size is None:
         return load_crop(source if data is None else data, max_pixels, max_bytes)
-    return Jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), *probe)
+    return Jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), *size)
 
 
 def _read(source: Source, max_bytes: int) -> bytes | None:
@@ -196,20 +102,20 @@ def _read(source: Source, max_bytes: int) -> bytes | None:
 
 
 def _plain_jpeg(data: bytes, max_pixels: int) -> tuple[int, int] | None:
-    """(width, height) of a complete, upright, baseline RGB or grey JPEG within the pixel limit, else None."""
+    """(width, height) of a complete, upright, baseline RGB or grey JPEG within the limits, of a shape the
+    device resizes cheaply, else None."""
     if not data.endswith(_JPEG_END):  # truncated, or trailing bytes: Pillow decides
         return None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
-            plain = (
-                im.format == "JPEG" and im.mode in ("RGB", "L") and not im.info.get("progressive")
-                and im.width * im.height <= max_pixels and not _has_rotation(im)
-            )
+        found = probe(data, max_pixels, len(data))
+        long_side, short_side = max(found.width, found.height), min(found.width, found.height)
+        if found.format != "JPEG" or long_side > DEVICE_MAX_ASPECT * short_side:
+            return None
+        with Image.open(io.BytesIO(data), formats=["JPEG"]) as im:
+            plain = im.mode in ("RGB", "L") and not im.info.get("progressive") and not has_rotation(im)
     except Exception:  # noqa: BLE001 - anything odd takes the reference path, which names the problem
         return None
-    return im.size if plain else None
+    return (found.width, found.height) if plain else None
 
 
 def crops_on_device(
@@ -269,7 +175,7 @@ def _crop_decoded(
 
 def _resize_crop(images: torch.Tensor, width: int, height: int) -> torch.Tensor:
     """center_crop's geometry with an antialiased bilinear filter (what Pillow's BILINEAR resize does)."""
-    new_width, new_height, left, top = _resized(width, height)
+    new_width, new_height, left, top = crop_geometry(width, height)
     resized = F.interpolate(images.float(), size=(new_height, new_width), mode="bilinear", antialias=True)
     crop = resized[:, :, top : top + CROP_SIZE, left : left + CROP_SIZE]
     return crop.round_().clamp_(0, 255).to(torch.uint8)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from tqdm import tqdm
 
 from indexer.build import build_version
-from indexer.images import ImageError
+from recommender.photos import ImageError
 from indexer.manifest import Entry
 from indexer.tagger import Tagger, Tagging
 from indexer.vectors import CurrentModel, Tagged, feature_matrix, index_tagged, place_on_map

@@ -23,7 +23,8 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import torch
 
-from indexer.images import ImageError, Jpeg, Source, crops_on_device, jpeg_or_crop, prefetch
+from indexer.images import Jpeg, crops_on_device, jpeg_or_crop, prefetch
+from recommender.photos import ImageError, Source
 
 K = TypeVar("K")
 #: Decoded batches queued ahead of the model: one being filled while one waits is enough.

@@ -36,7 +36,7 @@ import numpy as np
 from tqdm import tqdm
 
 from indexer.build import lay_out, load_model, new_topic_model, next_version, write_version
-from indexer.images import ImageError
+from recommender.photos import ImageError
 from indexer.ingest import merge_tags
 from indexer.tagger import Tagger
 from indexer.topics import TopicModel

@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from indexer.heads import load_heads
-from indexer.images import ImageError, Source, prefetch_crops
+from indexer.images import prefetch_crops
+from recommender.photos import ImageError, Source
 from indexer.loader import device_batches
 from indexer.vocabulary import imagenet_labels
 from recommender.settings import Settings

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import redis
 
-from indexer.images import CROP_SIZE, ImageError
+from recommender.photos import CROP_SIZE, ImageError
 from indexer.ingest import merge_tags
 from indexer.tagger import Tagger, Tagging
 from indexer.vectors import CurrentModel, NoVersionYet, Tagged, index_tagged, place_on_map

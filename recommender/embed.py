@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from recommender.photos import ImageError
 from recommender.settings import Settings
 
 if TYPE_CHECKING:
@@ -26,10 +27,6 @@ class Embedding:
 
     vector: np.ndarray
     labels: list[tuple[str, float]]
-
-
-class PhotoError(ValueError):
-    """The photo cannot be read (corrupt, truncated, over a limit); the message says why."""
 
 
 @lru_cache(maxsize=1)
@@ -47,11 +44,9 @@ def _model(settings: Settings, version: int) -> TopicModel:
 
 
 def embed(settings: Settings, version: int, photo: bytes) -> Embedding:
-    """The vector of ``photo`` in index version ``version``'s topic space."""
-    from indexer.images import ImageError
-
+    """The vector of ``photo`` in index version ``version``'s topic space; ImageError when it cannot be read."""
     (_, tagging), = _tagger(settings).tag([("query", photo)])
     if isinstance(tagging, ImageError):
-        raise PhotoError(str(tagging))
+        raise tagging
     vector = _model(settings, version).transform([tagging.labels], tagging.features[None, :])[0]
     return Embedding(vector, tagging.labels)

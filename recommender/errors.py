@@ -8,6 +8,8 @@ import redis
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
+from recommender.photos import ImageError, PhotoTooLarge
+
 log = logging.getLogger(__name__)
 
 
@@ -17,6 +19,13 @@ class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str):
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+
+
+def photo_error(exc: ImageError) -> ApiError:
+    """A refused photo as the client sees it: 413 over a limit, else 422, with the decoder's reason."""
+    if isinstance(exc, PhotoTooLarge):
+        return ApiError(413, "photo_too_large", str(exc))
+    return ApiError(422, "invalid_photo", str(exc))
 
 
 def error_response(status: int, code: str, message: str):

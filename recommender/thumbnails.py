@@ -3,7 +3,7 @@
 A thumbnail is named after what it was made from (the photo's path, size and
 modification time, and the thumbnail size), so a changed photo gets a new file
 and a new ETag, and API processes sharing the data directory share the cache.
-Photos are opened with the same byte and pixel limits as indexing uses.
+Photos go through the same safe decoder, with the same limits, as indexing.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from PIL import Image, ImageOps
+from PIL import Image
 
+from recommender.photos import ImageError, load_image
 from recommender.settings import Settings
 
 SIZE = 256  # longest side, pixels: sharp on a hover card at 2x, a few kB
@@ -22,7 +23,7 @@ QUALITY = 80
 
 
 class ThumbnailError(Exception):
-    """The item's photo is missing, too large or unreadable."""
+    """The item's photo is missing, too large or unreadable; the message says which."""
 
 
 def thumbnail(settings: Settings, photo: str) -> tuple[Path, str]:
@@ -31,34 +32,20 @@ def thumbnail(settings: Settings, photo: str) -> tuple[Path, str]:
         stat = os.stat(photo)
     except OSError as exc:
         raise ThumbnailError(f"the photo cannot be read ({exc.strerror})") from None
-    if stat.st_size > settings.max_image_bytes:
-        raise ThumbnailError(f"the photo is {stat.st_size} bytes, over the limit of {settings.max_image_bytes}")
     tag = hashlib.sha1(f"{photo}\0{stat.st_size}\0{stat.st_mtime_ns}\0{SIZE}".encode()).hexdigest()[:24]
     path = settings.data_dir / "thumbnails" / tag[:2] / f"{tag}.jpg"
     if not path.is_file():
-        _write(_make(photo, settings.max_image_pixels), path)
+        _write(_make(photo, settings.max_image_pixels, settings.max_image_bytes), path)
     return path, tag
 
 
-def _make(photo: str, max_pixels: int) -> Image.Image:
+def _make(photo: str, max_pixels: int, max_bytes: int) -> Image.Image:
     try:
-        with Image.open(photo) as image:
-            if image.width * image.height > max_pixels:
-                raise ThumbnailError(f"the photo has {image.width}x{image.height} pixels, over the limit")
-            image.draft("RGB", (SIZE, SIZE))  # JPEG: decode at a reduced scale, much faster
-            image = ImageOps.exif_transpose(image)
-            if image.mode in ("RGBA", "LA", "P", "PA"):
-                image = image.convert("RGBA")
-                flat = Image.new("RGB", image.size, "white")
-                flat.paste(image, mask=image.getchannel("A"))
-                image = flat
-            image = image.convert("RGB")
-            image.thumbnail((SIZE, SIZE), Image.Resampling.LANCZOS)
-            return image
-    except ThumbnailError:
-        raise
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise ThumbnailError(f"the photo cannot be decoded ({exc})") from None
+        image = load_image(Path(photo), max_pixels, max_bytes, min_side=SIZE)
+    except ImageError as exc:
+        raise ThumbnailError(str(exc)) from None
+    image.thumbnail((SIZE, SIZE), Image.Resampling.LANCZOS)
+    return image
 
 
 def _write(image: Image.Image, path: Path) -> None:

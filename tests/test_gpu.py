@@ -19,7 +19,8 @@ import pytest
 import torch
 from PIL import Image
 
-from indexer.images import CROP_SIZE, ImageError, Jpeg, crops_on_device, jpeg_or_crop, load_crop
+from indexer.images import Jpeg, crops_on_device, jpeg_or_crop
+from recommender.photos import CROP_SIZE, ImageError, load_crop
 from indexer.knn import exact_search, faiss_gpu_available
 from indexer.loader import device_batches
 from indexer.tagger import Tagger, Tagging

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from indexer.images import CROP_SIZE, ImageError, load_crop, load_image, prefetch_crops
+from indexer.images import prefetch_crops
+from recommender.photos import CROP_SIZE, ImageError, load_crop, load_image
 from tests.conftest import DEMO
 
 LIMITS = {"max_pixels": 20_000_000, "max_bytes": 5_000_000}

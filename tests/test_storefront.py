@@ -121,7 +121,7 @@ def test_delete_is_visible_at_once_in_every_process(indexed: Settings, clock: Cl
     for client in (first, second, first, second):  # the second query of each process trusts Redis to push
         assert target in ids(client.get("/v1/items/landmark-eiffeltower/similar"))
     store = Store.from_url(indexed.redis_url_or_default, indexed.key_prefix)
-    saved = store.items.get(target)
+    saved, features = store.items.get(target), store.items.features_many([target])[0]
     try:
         assert first.delete(f"/v1/items/{target}").status_code == 204
         for client in (first, second):
@@ -131,7 +131,7 @@ def test_delete_is_visible_at_once_in_every_process(indexed: Settings, clock: Cl
         assert first.delete(f"/v1/items/{target}").status_code == 404
     finally:
         store.items.put(saved)
-        store.items.mark_indexed(saved.id, saved.tags, saved.vector, saved.version, None)
+        store.items.mark_indexed(saved.id, saved.tags, saved.vector, saved.version, features)  # as it was: shared
         store.changes.publish(Change.UPSERT, saved.id, saved.num)
 
 

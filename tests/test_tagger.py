@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from indexer.images import ImageError
+from recommender.photos import ImageError
 from indexer.tagger import Tagger
 from indexer.vocabulary import imagenet_labels
 from tests.conftest import DEMO

@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
 from flask import Blueprint, jsonify, request, send_file
-from PIL import Image, UnidentifiedImageError
 
+from recommender import photos
 from recommender.api.params import filters_arg, float_arg, int_arg, item_id_arg
 from recommender.state import recommender, state
 from recommender.auth import require
+from recommender.errors import ApiError, photo_error
 from recommender.store.items import Item, Status
-from recommender.errors import ApiError
 from recommender.thumbnails import ThumbnailError, thumbnail
 from recommender.validation import item_from_body
 
 bp = Blueprint("items", __name__, url_prefix="/v1/items")
 TOPICS_PER_ITEM = 5
-PHOTO_FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif"}
 THUMBNAIL_MAX_AGE = 24 * 3600  # seconds; a changed photo gets a new ETag, so revalidation catches it
 
 
@@ -100,29 +98,30 @@ def put_item(item_id: str):
         if body is None:
             raise ApiError(400, "bad_json", "send a JSON object (Content-Type: application/json) or multipart")
         item = item_from_body(item_id, body, s.settings.image_root)
+        if item.image:
+            _check_photo(Path(item.image))
     s.store.submit(item)
     response = jsonify({"id": item.id, "status": item.status})
     response.headers["Location"] = f"/v1/items/{item.id}"
     return response, 202
 
 
-def _save_photo(item_id: str, data: bytes) -> Path:
-    """Check an uploaded photo's header (format, size) and keep it under the data directory."""
+def _check_photo(source: Path | bytes) -> photos.Probe:
+    """Decode the photo as a worker will (the same decoder and limits): a photo the API accepts indexes,
+    and one it refuses gets a 413 or 422 naming the problem instead of a failed item later."""
     settings = state().settings
-    if len(data) > settings.max_image_bytes:
-        raise ApiError(413, "photo_too_large", f"photos are limited to {settings.max_image_bytes} bytes")
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            fmt, (width, height) = im.format, im.size
-    except (UnidentifiedImageError, OSError):
-        raise ApiError(422, "invalid_photo", "the photo is not an image Pillow can read") from None
-    if fmt not in PHOTO_FORMATS:
-        raise ApiError(422, "invalid_photo", f"photo format {fmt} is not accepted; use JPEG, PNG or WebP")
-    if width * height > settings.max_image_pixels:
-        raise ApiError(422, "invalid_photo", f"photo has {width * height} pixels, over {settings.max_image_pixels}")
-    folder = settings.data_dir / "uploads"
+        return photos.check(source, settings.max_image_pixels, settings.max_image_bytes)
+    except photos.ImageError as exc:
+        raise photo_error(exc) from None
+
+
+def _save_photo(item_id: str, data: bytes) -> Path:
+    """Check an uploaded photo and keep it under the data directory."""
+    found = _check_photo(data)
+    folder = state().settings.data_dir / "uploads"
     folder.mkdir(parents=True, exist_ok=True)
-    path = (folder / f"{item_id}{PHOTO_FORMATS[fmt]}").resolve()
+    path = (folder / f"{item_id}{found.suffix}").resolve()
     tmp = path.with_suffix(path.suffix + ".part")
     tmp.write_bytes(data)
     tmp.replace(path)

@@ -6,8 +6,9 @@ from flask import Blueprint, jsonify, request
 
 from recommender.api.params import filters_arg, float_arg, int_arg
 from recommender.auth import require
-from recommender.embed import PhotoError, embed
-from recommender.errors import ApiError
+from recommender.embed import embed
+from recommender.errors import ApiError, photo_error
+from recommender.photos import ImageError
 from recommender.state import recommender, state
 
 bp = Blueprint("search", __name__, url_prefix="/v1")
@@ -26,8 +27,8 @@ def search_by_photo():
     filters = filters_arg(rec.live, s.clock())
     try:
         query = embed(s.settings, rec.live.version, upload.read())
-    except PhotoError as exc:
-        raise ApiError(422, "invalid_photo", str(exc)) from None
+    except ImageError as exc:
+        raise photo_error(exc) from None
     results = rec.search(query.vector, k, filters, diversity, tags=[t for t, _ in query.labels])
     return jsonify({"items": results, "version": rec.live.version,
                     "tags": [{"tag": t, "score": p} for t, p in query.labels]})
