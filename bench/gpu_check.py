@@ -31,7 +31,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from indexer.knn import exact_search, faiss_gpu_available
-from indexer.tagger import Tagger, Tagging
+from recommender.model.tagger import Tagger, Tagging
 from recommender.settings import Settings
 
 DEMO_IMAGES = Path(__file__).resolve().parent.parent / "demo" / "catalog" / "images"

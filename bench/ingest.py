@@ -30,7 +30,7 @@ from pathlib import Path
 from indexer.embedded_redis import EmbeddedRedis
 from indexer.ingest import ingest
 from indexer.manifest import Entry
-from indexer.tagger import Tagger
+from recommender.model.tagger import Tagger
 from indexer.worker import Worker
 from recommender.store import Store
 from recommender.store.items import Item, Status

@@ -24,8 +24,8 @@ import numpy as np
 from sklearn.decomposition import NMF
 
 from indexer.evaluation import category_precision, landmark_recall, neighbours
-from indexer.tagger import Tagger
-from indexer.topics import TopicModel
+from recommender.model.tagger import Tagger
+from recommender.model.topics import TopicModel
 from recommender.settings import Settings
 
 from report import DEMO

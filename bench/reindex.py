@@ -26,7 +26,7 @@ import numpy as np
 
 from indexer.embedded_redis import EmbeddedRedis
 from indexer.reindex import Reindex
-from indexer.vocabulary import imagenet_labels
+from recommender.model.vocabulary import imagenet_labels
 from recommender.store import Store
 from recommender.store.items import Item, Status
 from recommender.settings import Settings

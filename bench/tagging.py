@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from recommender.photos import load_crop
-from indexer.tagger import Tagger
+from recommender.model.tagger import Tagger
 from recommender.settings import Settings
 
 from report import demo_photos, fmt

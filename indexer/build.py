@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from indexer.projection import Projector, build_map, save_projectors
-from indexer.topics import DEFAULT_REPRESENTATION, TopicModel
+from recommender.model.topics import DEFAULT_REPRESENTATION, TopicModel
 from recommender.store import Store
 from recommender.catalog_map import CatalogMap
 from recommender.index import TopicIndex
@@ -96,16 +96,3 @@ def write_version(
         version, len(index), model.n_topics, model.representation, build_seconds,
     )
 
-
-def load_model(settings: Settings, version: int, store: Store | None = None) -> TopicModel:
-    """The topic model of a version: from its directory, else from Redis (a worker on another machine)."""
-    files = VersionStore(settings.data_dir)
-    if files.exists(version):
-        return TopicModel.load(files.path(version) / MODEL)
-    data = store.versions.model_bytes(version) if store is not None else None
-    if data is None:
-        raise FileNotFoundError(
-            f"Redis says index version {version} is current, but {files.path(version)} does not exist: "
-            "point VISTAS_DATA_DIR at the directory the index was built in, or start over with --reset"
-        )
-    return TopicModel.loads(data)

@@ -205,7 +205,7 @@ def _install_demo_heads(settings: Settings) -> None:
     """The demo ships a head trained on its catalog's groups (`vistas train-head ... --label-column category`)."""
     import shutil
 
-    from indexer.heads import heads_dir
+    from recommender.model.heads import heads_dir
 
     for shipped in sorted((DEMO / "heads").iterdir()):
         target = heads_dir(settings.data_dir) / shipped.name
@@ -232,7 +232,8 @@ def train_head_command(settings: Settings, dataset: Path, name: str, label_colum
     from tqdm import tqdm
 
     from indexer.datasets import read_labelled
-    from indexer.heads import heads_dir, train_head
+    from indexer.heads import train_head
+    from recommender.model.heads import heads_dir
     from indexer.manifest import ManifestError
 
     if not name.replace("-", "").replace("_", "").isalnum():
@@ -261,7 +262,7 @@ def _features_of(settings: Settings, pairs: list[tuple[Path, str]]):
     import numpy as np
 
     from recommender.photos import ImageError
-    from indexer.tagger import Tagger
+    from recommender.model.tagger import Tagger
 
     store = _store(settings)
     by_image = {item.image: item.id for item in store.items.iter_items() if item.image}

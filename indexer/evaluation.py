@@ -23,7 +23,7 @@ from itertools import combinations
 
 import numpy as np
 
-from indexer.topics import REPRESENTATIONS, TopicModel
+from recommender.model.topics import REPRESENTATIONS, TopicModel
 
 K = 10
 RAW = "raw features"

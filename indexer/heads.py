@@ -1,103 +1,26 @@
-"""Transfer learning: small 2-layer heads trained on the backbone's stored features.
+"""Transfer learning: training a custom head on the backbone's stored features.
 
-The backbone's ImageNet labels rarely match a shop's taxonomy or a travel
-site's destination types. A head (hidden layer, dropout, softmax) learns the
-user's own labels from the pooled features that indexing already stored, so
-training needs no second forward pass. Saved heads live under
-``DATA_DIR/heads/NAME/`` and the tagger applies all of them: their labels
-join the tag vocabulary, and the next reindex folds them into the topics.
+A head learns the user's own labels from the pooled features that indexing
+already stored, so training needs no second forward pass (`vistas train-head`).
+The head itself, and how it is saved and applied, is ``recommender.model.heads``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from recommender.model.heads import Head, LabelHead, TrainReport
+
 log = logging.getLogger(__name__)
 
-HEAD_FILE, LABELS_FILE, REPORT_FILE = "head.pt", "labels.json", "report.json"
 #: Minibatch size: small catalogs need many small steps, large ones fewer big ones.
 MIN_BATCH, MAX_BATCH = 32, 512
-INPUT_DROPOUT = 0.2  # few examples per label: dropping features keeps the head from memorising
-
-
-class LabelHead(nn.Module):
-    """features (dropout) -> hidden (ReLU, dropout) -> one logit per label."""
-
-    def __init__(self, feature_dim: int, n_labels: int, hidden: int = 256, dropout: float = 0.5):
-        super().__init__()
-        self.net = nn.Sequential(nn.Dropout(INPUT_DROPOUT), nn.Linear(feature_dim, hidden), nn.ReLU(),
-                                 nn.Dropout(dropout), nn.Linear(hidden, n_labels))
-        self.feature_dim, self.n_labels, self.hidden = feature_dim, n_labels, hidden
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.net(features)
-
-
-@dataclass
-class TrainReport:
-    """Held-out quality of a trained head, beside a logistic regression on the same split."""
-
-    name: str
-    labels: int
-    train_size: int
-    heldout_size: int
-    epochs: int
-    seconds: float
-    heldout_accuracy: float
-    heldout_top5_accuracy: float
-    logistic_regression_accuracy: float
-
-
-@dataclass
-class Head:
-    """A trained head and its label names, ready to apply to features."""
-
-    name: str
-    labels: list[str]
-    model: LabelHead
-
-    @torch.inference_mode()
-    def predict(self, features: torch.Tensor) -> torch.Tensor:
-        """Label probabilities for a batch of pooled features."""
-        self.model.eval()
-        return self.model(features.float()).softmax(dim=1)
-
-    def save(self, directory: Path, report: TrainReport | None = None) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        torch.save({"state": self.model.state_dict(), "feature_dim": self.model.feature_dim,
-                    "hidden": self.model.hidden}, directory / HEAD_FILE)
-        (directory / LABELS_FILE).write_text(json.dumps(self.labels))
-        if report is not None:
-            (directory / REPORT_FILE).write_text(json.dumps(asdict(report), indent=1))
-
-    @classmethod
-    def load(cls, directory: Path) -> "Head":
-        saved = torch.load(directory / HEAD_FILE, map_location="cpu", weights_only=True)
-        labels = json.loads((directory / LABELS_FILE).read_text())
-        model = LabelHead(saved["feature_dim"], len(labels), saved["hidden"])
-        model.load_state_dict(saved["state"])
-        return cls(directory.name, labels, model.eval())
-
-
-def heads_dir(data_dir: Path) -> Path:
-    return Path(data_dir) / "heads"
-
-
-def load_heads(data_dir: Path) -> list[Head]:
-    """Every saved head under the data directory, by name."""
-    root = heads_dir(data_dir)
-    if not root.is_dir():
-        return []
-    return [Head.load(d) for d in sorted(root.iterdir()) if (d / HEAD_FILE).is_file()]
 
 
 def _split(labels: np.ndarray, heldout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

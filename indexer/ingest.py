@@ -19,9 +19,9 @@ from tqdm import tqdm
 from indexer.build import build_version
 from recommender.photos import ImageError
 from indexer.manifest import Entry
-from indexer.tagger import Tagger, Tagging
+from recommender.model.tagger import Tagger, Tagging
 from indexer.vectors import CurrentModel, Tagged, feature_matrix, index_tagged, place_on_map
-from indexer.vocabulary import normalize_tag
+from recommender.model.vocabulary import normalize_tag
 from recommender.store import Store
 from recommender.store.queue import Settled
 from recommender.settings import Settings

@@ -30,7 +30,7 @@ from sklearn.metrics import silhouette_score
 from sklearn.preprocessing import normalize
 from threadpoolctl import threadpool_limits
 
-from indexer.topics import Representation, TopicModel
+from recommender.model.topics import Representation, TopicModel
 from recommender.store import Store
 from recommender.catalog_map import LABELS, NO_TOPIC, REPRESENTATIONS, CatalogMap, Layout, dominant_topics, map_rows
 from recommender.settings import Settings

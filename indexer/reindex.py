@@ -35,11 +35,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from indexer.build import lay_out, load_model, new_topic_model, next_version, write_version
+from indexer.build import lay_out, new_topic_model, next_version, write_version
 from recommender.photos import ImageError
 from indexer.ingest import merge_tags
-from indexer.tagger import Tagger
-from indexer.topics import TopicModel
+from recommender.model.tagger import Tagger
+from recommender.model.topics import TopicModel, load_model
 from indexer.vectors import Tagged, feature_matrix, transform
 from recommender.store import Store
 from recommender.store.changes import Change

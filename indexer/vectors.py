@@ -16,9 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from indexer.build import load_model
 from indexer.projection import place_items
-from indexer.topics import TopicModel
+from recommender.model.topics import TopicModel, load_model
 from recommender.store import Store
 from recommender.store.queue import Message, Op, Outcome, Settled
 from recommender.settings import Settings

@@ -42,7 +42,7 @@ import redis
 
 from recommender.photos import CROP_SIZE, ImageError
 from indexer.ingest import merge_tags
-from indexer.tagger import Tagger, Tagging
+from recommender.model.tagger import Tagger, Tagging
 from indexer.vectors import CurrentModel, NoVersionYet, Tagged, index_tagged, place_on_map
 from recommender.store import Store
 from recommender.store.items import Item, Status

@@ -17,8 +17,8 @@ from recommender.photos import ImageError
 from recommender.settings import Settings
 
 if TYPE_CHECKING:
-    from indexer.tagger import Tagger
-    from indexer.topics import TopicModel
+    from recommender.model.tagger import Tagger
+    from recommender.model.topics import TopicModel
 
 
 @dataclass(frozen=True)
@@ -31,14 +31,14 @@ class Embedding:
 
 @lru_cache(maxsize=1)
 def _tagger(settings: Settings) -> Tagger:
-    from indexer.tagger import Tagger
+    from recommender.model.tagger import Tagger
 
     return Tagger(settings)
 
 
 @lru_cache(maxsize=2)
 def _model(settings: Settings, version: int) -> TopicModel:
-    from indexer.build import load_model
+    from recommender.model.topics import load_model
 
     return load_model(settings, version)
 

@@ -19,7 +19,7 @@ import pytest
 from indexer.embedded_redis import EmbeddedRedis
 from indexer.ingest import ingest
 from indexer.manifest import read_catalog
-from indexer.tagger import Tagger
+from recommender.model.tagger import Tagger
 from recommender.store import Store
 from recommender.settings import Settings
 

@@ -23,7 +23,7 @@ from PIL import Image
 
 from indexer.ingest import ingest
 from indexer.manifest import read_catalog
-from indexer.tagger import Tagger
+from recommender.model.tagger import Tagger
 from indexer.worker import Worker
 from recommender.app import create_app
 from recommender.store import Store

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from indexer.heads import Head, heads_dir, load_heads, train_head
-from indexer.tagger import Tagger
+from indexer.heads import train_head
+from recommender.model.heads import Head, heads_dir, load_heads
+from recommender.model.tagger import Tagger
 from recommender.store import Store
 from recommender.settings import Settings
 from tests.conftest import DEMO, sample_rows

@@ -14,7 +14,7 @@ from schemathesis.checks import positive_data_acceptance
 
 from indexer.ingest import ingest
 from indexer.manifest import read_catalog
-from indexer.tagger import Tagger
+from recommender.model.tagger import Tagger
 from recommender.app import create_app
 from recommender.store import Store
 from recommender.settings import Settings

@@ -9,7 +9,7 @@ import numpy as np
 
 from indexer.ingest import ingest
 from indexer.manifest import read_catalog
-from indexer.tagger import Tagger
+from recommender.model.tagger import Tagger
 from recommender.app import create_app
 from recommender.store import Store
 from recommender.catalog_map import LABELS, REPRESENTATIONS, CatalogMap

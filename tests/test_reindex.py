@@ -15,7 +15,7 @@ import requests
 from indexer.ingest import ingest
 from indexer.manifest import Entry, read_catalog
 from indexer.reindex import Reindex, ReindexError, rollback
-from indexer.tagger import Tagger
+from recommender.model.tagger import Tagger
 from indexer.vectors import CurrentModel, Tagged, index_tagged
 from indexer.worker import Worker
 from recommender.app import create_app

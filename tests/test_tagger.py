@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from recommender.photos import ImageError
-from indexer.tagger import Tagger
-from indexer.vocabulary import imagenet_labels
+from recommender.model.tagger import Tagger
+from recommender.model.vocabulary import imagenet_labels
 from tests.conftest import DEMO
 
 IMAGES = DEMO / "images"

@@ -7,8 +7,8 @@ import logging
 import numpy as np
 import pytest
 
-from indexer.tagger import Tagger
-from indexer.topics import TopicModel
+from recommender.model.tagger import Tagger
+from recommender.model.topics import TopicModel
 from tests.conftest import DEMO, sample_rows
 
 

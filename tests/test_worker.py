@@ -19,7 +19,7 @@ import requests
 from indexer.embedded_redis import EmbeddedRedis
 from indexer.ingest import ingest
 from indexer.manifest import Entry, read_catalog
-from indexer.tagger import Tagger
+from recommender.model.tagger import Tagger
 from indexer.worker import Worker
 from recommender.app import create_app
 from recommender.store import Store

@@ -33,7 +33,10 @@ from sklearn.decomposition import NMF
 from sklearn.decomposition._cdnmf_fast import _update_cdnmf_fast  # the solver nmf.transform runs
 from sklearn.exceptions import ConvergenceWarning
 
-from indexer.vocabulary import TagVocabulary, imagenet_labels
+from recommender.model.vocabulary import TagVocabulary, imagenet_labels
+from recommender.settings import Settings
+from recommender.store import Store
+from recommender.versions import MODEL, VersionStore
 
 log = logging.getLogger(__name__)
 
@@ -193,3 +196,17 @@ class TopicModel:
         if not isinstance(model, TopicModel):
             raise TypeError(f"{where} does not hold a TopicModel")
         return model
+
+
+def load_model(settings: Settings, version: int, store: Store | None = None) -> TopicModel:
+    """The topic model of a version: from its directory, else from Redis (a worker on another machine)."""
+    files = VersionStore(settings.data_dir)
+    if files.exists(version):
+        return TopicModel.load(files.path(version) / MODEL)
+    data = store.versions.model_bytes(version) if store is not None else None
+    if data is None:
+        raise FileNotFoundError(
+            f"Redis says index version {version} is current, but {files.path(version)} does not exist: "
+            "point VISTAS_DATA_DIR at the directory the index was built in, or start over with --reset"
+        )
+    return TopicModel.loads(data)

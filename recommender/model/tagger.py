@@ -6,7 +6,7 @@ classification model works too, given a local weights file; nothing is ever
 downloaded.
 
 On a CUDA device tagging takes the fast path: JPEGs decoded by nvJPEG in a
-loader that keeps batches ready (:mod:`indexer.loader`), bf16 autocast,
+loader that keeps batches ready (:mod:`recommender.model.loader`), bf16 autocast,
 channels_last, pinned host buffers. The CPU path is the reference; the GPU
 tests compare the two.
 """
@@ -24,11 +24,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from indexer.heads import load_heads
-from indexer.images import prefetch_crops
+from recommender.model.heads import load_heads
+from recommender.model.images import prefetch_crops
 from recommender.photos import ImageError, Source
-from indexer.loader import device_batches
-from indexer.vocabulary import imagenet_labels
+from recommender.model.loader import device_batches
+from recommender.model.vocabulary import imagenet_labels
 from recommender.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import torch
 
-from indexer.images import Jpeg, crops_on_device, jpeg_or_crop, prefetch
+from recommender.model.images import Jpeg, crops_on_device, jpeg_or_crop, prefetch
 from recommender.photos import ImageError, Source
 
 K = TypeVar("K")
