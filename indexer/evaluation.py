@@ -24,6 +24,8 @@ from itertools import combinations
 import numpy as np
 
 from recommender.model.topics import REPRESENTATIONS, TopicModel
+from recommender.store import Store
+from recommender.store.items import Status
 
 K = 10
 RAW = "raw features"
@@ -123,3 +125,33 @@ def tag_accuracy(tags: Sequence[Sequence[tuple[str, float]]], truth: Sequence[st
     """Share of labelled items whose true label is among their tags (what custom heads should achieve)."""
     pairs = [(t, {label for label, _ in row}) for row, t in zip(tags, truth) if t]
     return float(np.mean([t.lower() in labels for t, labels in pairs])) if pairs else None
+
+
+@dataclass
+class CatalogScores:
+    """`vistas eval`'s findings on the indexed items of a catalog."""
+
+    items: int
+    results: list[Scores]
+    best: str
+    tag_accuracy: float | None
+
+    def to_json(self) -> dict:
+        return {"items": self.items, "serving": self.best, "tag_accuracy": self.tag_accuracy,
+                "representations": [r.to_json() for r in self.results]}
+
+
+def evaluate_store(store: Store, n_topics: int) -> CatalogScores | None:
+    """Every representation scored on the store's indexed items, from their stored tags and features
+    (zeros for items without a photo); None with fewer than 3 indexed items."""
+    items = [i for i in store.items.iter_items() if i.status == Status.INDEXED]
+    if len(items) < 3:
+        return None
+    stored = store.items.features_many([i.id for i in items])
+    dim = next((f.shape[0] for f in stored if f is not None), 0)
+    features = np.stack([f if f is not None else np.zeros(dim, np.float32) for f in stored])
+    tags = [i.tags for i in items]
+    categories = [i.category for i in items]
+    landmarks = [str(i.attrs.get("landmark", "")) for i in items]
+    results = evaluate(tags, features, categories, landmarks, n_topics=n_topics)
+    return CatalogScores(len(items), results, best_representation(results), tag_accuracy(tags, categories))

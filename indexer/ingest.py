@@ -10,6 +10,7 @@ instead leaves the tagging to `vistas worker` processes.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -117,3 +118,9 @@ def enqueue(entries: Sequence[Entry], store: Store, progress: bool = True) -> in
     for entry in tqdm(entries, desc="queueing", unit="item", disable=not progress, leave=False):
         store.submit(entry.item)
     return len(entries)
+
+
+def forget_everything(settings: Settings, store: Store) -> None:
+    """Delete every item, stream and version of this key prefix and data directory (`ingest --reset`)."""
+    store.clear()
+    shutil.rmtree(settings.data_dir / "versions", ignore_errors=True)

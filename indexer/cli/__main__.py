@@ -1,0 +1,5 @@
+"""`python -m indexer.cli`, the same as `vistas`."""
+
+from indexer.cli import main
+
+main()

@@ -1,0 +1,49 @@
+"""`vistas eval`: measure every representation on the current catalog and choose the serving one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from indexer.cli.common import open_store
+from indexer.evaluation import evaluate_store
+from recommender.settings import Settings
+
+
+@click.command("eval")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the report here.")
+@click.pass_obj
+def command(settings: Settings, json_path: Path | None) -> None:
+    """Measure every representation on the current catalog and choose the serving one.
+
+    \b
+    For raw features and for NMF topics on tags, on features and on both:
+      recall   landmark recall@10: other photos of the same place in the top 10
+               (items with a `landmark` attribute)
+      prec     category precision@10: share of the top 10 in the item's category
+      cover    share of items that appear in someone's top 10
+      coher    how often a topic's top tags occur on the same items
+    The best topic representation is recorded; the next build or reindex uses it.
+    """
+    store = open_store(settings)
+    scores = evaluate_store(store, settings.n_topics)
+    if scores is None:
+        raise click.ClickException("the catalog has fewer than 3 indexed items: ingest one first")
+    store.versions.set_representation(scores.best)
+    click.echo(f"{scores.items} indexed items, k=10\n{'representation':15s} {'recall':>6s} {'prec':>6s} "
+               f"{'cover':>6s} {'coher':>6s}")
+    for r in scores.results:
+        mark = "   <- serving" if r.representation == scores.best else ""
+        click.echo(f"{r.representation:15s} {_cell(r.landmark_recall)} {_cell(r.category_precision)} "
+                   f"{_cell(r.coverage)} {_cell(r.topic_coherence)}{mark}")
+    click.echo(f"tag accuracy (the item's category among its tags): {_cell(scores.tag_accuracy).strip()}")
+    click.echo(f"serving representation: {scores.best} (used by the next build or reindex)")
+    if json_path:
+        json_path.write_text(json.dumps(scores.to_json(), indent=1))
+
+
+def _cell(x: float | None) -> str:
+    return "     -" if x is None else f"{x:6.3f}"
