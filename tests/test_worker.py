@@ -19,17 +19,17 @@ import requests
 from indexer.embedded_redis import EmbeddedRedis
 from indexer.ingest import ingest
 from indexer.manifest import Entry, read_catalog
-from recommender.model.tagger import Tagger
 from indexer.worker import Worker
 from recommender.app import create_app
+from recommender.index import LiveIndex
+from recommender.model.tagger import Tagger
+from recommender.settings import Settings
 from recommender.store import Store
 from recommender.store.items import Item
 from recommender.store.queue import INDEXERS
-from recommender.index import LiveIndex
-from recommender.settings import Settings
 from recommender.versions import VersionStore
 from tests.conftest import DEMO, sample_rows, write_manifest
-from tests.test_cli import VISTAS, env_for, free_port, start_api, stop
+from tests.helpers import VISTAS, env_for, free_port, start_api, stop
 
 TAGS = ["beach", "sea", "sand", "snow", "mountain", "ski", "city", "tower", "bridge", "forest", "river", "boat"]
 
