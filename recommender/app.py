@@ -12,7 +12,6 @@ from flask import Flask
 from recommender.api import docs, health, items, search, topics, users
 from recommender.api import map as map_api
 from recommender.auth import auth_enabled
-from recommender.store import Store
 from recommender.catalog_map import MapCache
 from recommender.errors import register_error_handlers
 from recommender.index import LiveIndex
@@ -20,6 +19,7 @@ from recommender.json_provider import OrjsonProvider
 from recommender.metrics import init_metrics
 from recommender.settings import Settings
 from recommender.state import State, init_app
+from recommender.store import Store
 from recommender.versions import VersionStore
 from recommender.web import map_page
 

@@ -20,8 +20,8 @@ from indexer.embedded_redis import EmbeddedRedis
 from indexer.ingest import ingest
 from indexer.manifest import read_catalog
 from recommender.model.tagger import Tagger
-from recommender.store import Store
 from recommender.settings import Settings
+from recommender.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "demo" / "catalog"

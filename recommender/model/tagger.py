@@ -26,9 +26,9 @@ from torch import nn
 
 from recommender.model.heads import load_heads
 from recommender.model.images import prefetch_crops
-from recommender.photos import ImageError, Source
 from recommender.model.loader import device_batches
 from recommender.model.vocabulary import imagenet_labels
+from recommender.photos import ImageError, Source
 from recommender.settings import Settings
 
 log = logging.getLogger(__name__)
