@@ -97,3 +97,12 @@ def indexed(
     yield s
     store.clear()
     shutil.rmtree(s.data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def worker_log(tmp_path: Path) -> Iterator[Path]:
+    """Where worker processes log; its end is printed after the test (pytest shows it when the test failed)."""
+    path = tmp_path / "workers.log"
+    yield path
+    if path.exists():
+        print(path.read_text()[-5000:])
