@@ -1,0 +1,424 @@
+"""The hybrid user recommender: several candidate sources, one scored blend whose weights are data.
+
+Sources, each scored over every eligible item and z-normalised per user:
+
+* ``als``: ALS factors (``implicit``), the user folded in from the request-time history;
+* ``knn``: item-item cosine (co-occurrence) from the user's history items, recent ones weighing more;
+* ``content``: nearness in topic space to *each* history item (a soft maximum, ``sim ** content_power``),
+  so a user with two interests (beach and ski) gets both, not the centroid between them;
+* ``trending``: time-decayed popularity at ``now`` among items whose sale window is open;
+* ``popular``: all-time popularity (what a bestseller list shows).
+
+The blend is ``sum(weights[s] * z[s])``; the weights come from :func:`choose_weights`, a
+time-ordered holdout on the catalog's own events (each user's last event), one set for thin
+histories (at most ``THIN_ITEMS`` items) and one for the rest, with :data:`DEFAULT_WEIGHTS` when
+there are too few events. Each result carries the source that contributed most and, for the
+history-driven sources, the history item that brought it ("because you viewed X").
+
+A ``dismiss`` event removes the item for good and pushes down items like it by
+``dismiss_penalty * cosine`` (in z units of the blend).
+
+Items are dense integer indexes into ``item_vectors``; callers map their string ids.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import NamedTuple
+
+import numpy as np
+import scipy.sparse as sp
+
+from recommender.users.collaborative import (
+    DAY, DISMISS, EVENT_WEIGHTS, Collaborative, EventLog, confidence_matrix, decay,
+)
+
+SOURCES: tuple[str, ...] = ("als", "knn", "content", "trending", "popular")
+THIN_ITEMS = 5
+BUCKETS = ("thin", "full")
+#: Used when the event log is too small to choose from (and as the search's starting point).
+DEFAULT_WEIGHTS: dict[str, dict[str, float]] = {
+    "thin": {"als": 1.0, "knn": 0.5, "content": 0.25, "trending": 1.0, "popular": 0.25},
+    "full": {"als": 1.0, "knn": 0.5, "content": 0.25, "trending": 0.5, "popular": 0.0},
+}
+#: Below either, :func:`choose_weights` keeps the defaults.
+MIN_EVENTS = 2000
+MIN_VALIDATION_USERS = 50
+WEIGHT_GRID = (0.0, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0)
+
+
+class Rec(NamedTuple):
+    """One recommendation: item index, blended score, the source that brought it, the history item behind it."""
+
+    item: int
+    score: float
+    source: str
+    because: int | None
+
+
+@dataclass
+class HybridConfig:
+    """Hyperparameters (chosen on the validation holdout by :func:`choose_config`)."""
+
+    factors: int = 32
+    regularization: float = 0.05
+    iterations: int = 15
+    alpha: float = 2.0
+    knn_k: int = 50
+    #: History recency: an event's weight halves every ``history_half_life_days`` and every ``recent_events`` later events.
+    history_half_life_days: float | None = 30.0
+    recent_events: float | None = 10.0
+    trend_half_life_days: float = 3.0
+    content_power: float = 4.0
+    dismiss_penalty: float = 1.0
+    seed: int = 0
+
+
+@dataclass
+class History:
+    """One user's request-time history, as arrays (see :meth:`HybridModel.history`)."""
+
+    items: np.ndarray
+    weights: np.ndarray  # type weight x recency
+    confidence: np.ndarray  # type weight x time decay only (the ALS fold-in row)
+    dismissed: np.ndarray
+    seen: np.ndarray
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+
+def _z(scores: np.ndarray, eligible: np.ndarray) -> np.ndarray:
+    """Per-row z-score over eligible items; a constant row becomes zeros."""
+    masked = np.where(eligible, scores, np.nan)
+    mean = np.nanmean(masked, axis=1, keepdims=True)
+    std = np.nanstd(masked, axis=1, keepdims=True)
+    out = (scores - mean) / np.where(std > 1e-9, std, np.inf)
+    return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+
+
+@dataclass
+class HybridModel:
+    config: HybridConfig = field(default_factory=HybridConfig)
+    weights: dict[str, dict[str, float]] = field(default_factory=lambda: {b: dict(w) for b, w in DEFAULT_WEIGHTS.items()})
+    weights_chosen: bool = False
+    collaborative: Collaborative | None = None
+    item_vectors: np.ndarray | None = None
+    item_windows: np.ndarray | None = None  # (n_items, 2): starts_at, ends_at (nan = open)
+    popularity: np.ndarray | None = None
+    fit_seconds: float = 0.0
+    _trend_ts: np.ndarray | None = None
+    _trend_item: np.ndarray | None = None
+    _trend_w: np.ndarray | None = None
+
+    # -- training ---------------------------------------------------------------------
+    def fit(
+        self, events: EventLog, item_vectors: np.ndarray, item_windows: np.ndarray | None = None,
+        now: float | None = None, n_users: int | None = None,
+    ) -> "HybridModel":
+        """Fit the collaborative model and the popularity counts on ``events`` (weights are left as they are:
+        set them from :func:`choose_weights`)."""
+        start = time.perf_counter()
+        cfg = self.config
+        self.item_vectors = np.asarray(item_vectors, dtype=np.float32)
+        n_items = len(self.item_vectors)
+        self.item_windows = None if item_windows is None else np.asarray(item_windows, dtype=np.float64)
+        n_users = int(n_users if n_users is not None else (events.user.max() + 1 if len(events) else 0))
+        now = float(now if now is not None else (events.ts.max() if len(events) else time.time()))
+        matrix = confidence_matrix(events, max(n_users, 1), n_items, now)
+        self.collaborative = Collaborative(
+            factors=cfg.factors, regularization=cfg.regularization, iterations=cfg.iterations,
+            alpha=cfg.alpha, knn_k=cfg.knn_k, seed=cfg.seed,
+        ).fit(matrix)
+        self.collaborative.map_content(self.item_vectors)
+        keep = ~events.dismissed
+        self.popularity = np.bincount(events.item[keep], weights=events.weight[keep], minlength=n_items)
+        order = np.argsort(events.ts[keep], kind="stable")
+        self._trend_ts = events.ts[keep][order]
+        self._trend_item = events.item[keep][order]
+        self._trend_w = events.weight[keep][order]
+        self.fit_seconds = time.perf_counter() - start
+        return self
+
+    def add_items(self, vectors: np.ndarray, windows: np.ndarray | None = None) -> np.ndarray:
+        """Items indexed after training: they get content scores and ALS factors mapped from their vectors.
+
+        Returns their new item indexes."""
+        assert self.collaborative is not None and self.item_vectors is not None and self.popularity is not None
+        vectors = np.asarray(vectors, dtype=np.float32)
+        first = len(self.item_vectors)
+        col = self.collaborative
+        self.item_vectors = np.vstack([self.item_vectors, vectors])
+        col.item_factors = np.vstack([col.item_factors, (vectors @ col.mapping).astype(np.float32)])
+        col._als.item_factors = col.item_factors
+        col._als._YtY = None
+        n = len(self.item_vectors)
+        col.similarity = sp.csr_matrix((col.similarity.data, col.similarity.indices,
+                                        np.concatenate([col.similarity.indptr,
+                                                        np.full(len(vectors), col.similarity.indptr[-1])])),
+                                       shape=(n, n))
+        col.interactions = np.concatenate([col.interactions, np.zeros(len(vectors), dtype=np.int64)])
+        self.popularity = np.concatenate([self.popularity, np.zeros(len(vectors))])
+        if self.item_windows is not None or windows is not None:
+            old = self.item_windows if self.item_windows is not None else np.full((first, 2), np.nan)
+            new = np.asarray(windows, dtype=np.float64) if windows is not None else np.full((len(vectors), 2), np.nan)
+            self.item_windows = np.vstack([old, new])
+        return np.arange(first, n)
+
+    @property
+    def n_items(self) -> int:
+        return 0 if self.item_vectors is None else len(self.item_vectors)
+
+    # -- request-time inputs -----------------------------------------------------------
+    def history(self, events: Sequence[Mapping], now: float) -> History:
+        """``events``: dicts with ``item`` (index), ``type`` and ``ts``, any order (items out of range are ignored)."""
+        cfg = self.config
+        rows = sorted((e for e in events if 0 <= int(e["item"]) < self.n_items), key=lambda e: e["ts"])
+        dismissed = {int(e["item"]) for e in rows if e["type"] == DISMISS}
+        positive = [e for e in rows if e["type"] != DISMISS and int(e["item"]) not in dismissed]
+        items = np.array([int(e["item"]) for e in positive], dtype=np.int64)
+        base = np.array([EVENT_WEIGHTS[e["type"]] for e in positive], dtype=np.float64)
+        ts = np.array([float(e["ts"]) for e in positive], dtype=np.float64)
+        timed = base * decay(now - ts, cfg.history_half_life_days) if len(ts) else base
+        position = np.arange(len(items))[::-1].astype(np.float64)  # 0 = the latest event
+        recency = 0.5 ** (position / cfg.recent_events) if cfg.recent_events else np.ones(len(items))
+        uniq, inverse = np.unique(items, return_inverse=True)
+        weights = np.bincount(inverse, weights=timed * recency, minlength=len(uniq)) if len(uniq) else np.zeros(0)
+        confidence = np.bincount(inverse, weights=timed, minlength=len(uniq)) if len(uniq) else np.zeros(0)
+        seen = np.array(sorted(set(uniq.tolist()) | dismissed), dtype=np.int64)
+        return History(uniq, weights, np.log1p(confidence), np.array(sorted(dismissed), dtype=np.int64), seen)
+
+    def eligible(self, now: float) -> np.ndarray:
+        ok = np.ones(self.n_items, dtype=bool)
+        if self.item_windows is not None:
+            starts, ends = self.item_windows[:, 0], self.item_windows[:, 1]
+            ok &= ~(starts > now) & ~(ends < now)
+        return ok
+
+    def trending(self, now: float) -> np.ndarray:
+        """Time-decayed event weight per item at ``now`` (events after ``now`` do not count)."""
+        assert self._trend_ts is not None
+        h = self.config.trend_half_life_days * DAY
+        lo, hi = np.searchsorted(self._trend_ts, [now - 12 * h, now], side="right")
+        ages = now - self._trend_ts[lo:hi]
+        w = self._trend_w[lo:hi] * 0.5 ** (ages / h)
+        return np.bincount(self._trend_item[lo:hi], weights=w, minlength=self.n_items)
+
+    # -- scoring -----------------------------------------------------------------------
+    def source_scores(self, histories: Sequence[History], nows: Sequence[float]) -> dict[str, np.ndarray]:
+        """Per source, a (users x items) matrix of z-scores; ineligible and seen items are -inf in ``"mask"``."""
+        assert self.collaborative is not None and self.item_vectors is not None and self.popularity is not None
+        n, m = len(histories), self.n_items
+        col, cfg = self.collaborative, self.config
+        eligible = np.stack([self.eligible(t) for t in nows]) if n else np.zeros((0, m), dtype=bool)
+        for u, h in enumerate(histories):
+            eligible[u, h.seen] = False
+        counts = np.array([h.n_items for h in histories])
+        indptr = np.concatenate([[0], np.cumsum(counts)])
+        indices = np.concatenate([h.items for h in histories]) if n else np.zeros(0, dtype=np.int64)
+        conf = sp.csr_matrix((np.concatenate([h.confidence for h in histories]).astype(np.float32), indices, indptr),
+                             shape=(n, m))
+        recent = sp.csr_matrix((np.concatenate([h.weights for h in histories]).astype(np.float32), indices, indptr),
+                               shape=(n, m))
+        raw: dict[str, np.ndarray] = {}
+        raw["als"] = col.als_scores(conf)
+        raw["knn"] = col.knn_scores(recent)
+        content = np.zeros((n, m), dtype=np.float32)
+        for u, h in enumerate(histories):
+            if h.n_items:
+                sims = np.maximum(self.item_vectors @ self.item_vectors[h.items].T, 0.0) ** cfg.content_power
+                content[u] = sims @ (h.weights / h.weights.sum())
+        raw["content"] = content
+        raw["trending"] = np.log1p(np.stack([self.trending(t) for t in nows])) if n else np.zeros((0, m))
+        raw["popular"] = np.broadcast_to(np.log1p(self.popularity), (n, m))
+        out = {s: _z(raw[s], eligible) for s in SOURCES}
+        for u, h in enumerate(histories):  # a user with no history has no personal signal
+            if not h.n_items:
+                for s in ("als", "knn", "content"):
+                    out[s][u] = 0.0
+        penalty = np.zeros((n, m), dtype=np.float32)
+        if cfg.dismiss_penalty:
+            for u, h in enumerate(histories):
+                if len(h.dismissed):
+                    sims = np.maximum(self.item_vectors @ self.item_vectors[h.dismissed].T, 0.0).max(axis=1)
+                    penalty[u] = cfg.dismiss_penalty * sims
+        out["penalty"] = penalty
+        out["eligible"] = eligible
+        return out
+
+    def bucket(self, history: History) -> str:
+        return "thin" if history.n_items <= THIN_ITEMS else "full"
+
+    def blend(self, sources: Mapping[str, np.ndarray], buckets: Sequence[str],
+              weights: Mapping[str, Mapping[str, float]] | None = None) -> np.ndarray:
+        weights = weights or self.weights
+        w = np.array([[weights[b].get(s, 0.0) for s in SOURCES] for b in buckets], dtype=np.float32)
+        total = sum(w[:, j:j + 1] * sources[s] for j, s in enumerate(SOURCES)) - sources["penalty"]
+        return np.where(sources["eligible"], total, -np.inf)
+
+    def recommend(self, history_events: Sequence[Mapping], k: int, exclude: Iterable[int] = (),
+                  now: float | None = None) -> list[Rec]:
+        """Top ``k`` items for one user, never a seen, dismissed or excluded item, each with its source."""
+        now = float(now if now is not None else time.time())
+        h = self.history(history_events, now)
+        sources = self.source_scores([h], [now])
+        excluded = np.fromiter((int(i) for i in exclude), dtype=np.int64)
+        excluded = excluded[(excluded >= 0) & (excluded < self.n_items)]
+        sources["eligible"][0, excluded] = False
+        bucket = self.bucket(h)
+        scores = self.blend(sources, [bucket])[0]
+        k = min(k, int(np.isfinite(scores).sum()))
+        if k <= 0:
+            return []
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return [Rec(int(i), float(scores[i]), *self._reason(h, sources, bucket, int(i))) for i in top]
+
+    def _reason(self, h: History, sources: Mapping[str, np.ndarray], bucket: str, item: int) -> tuple[str, int | None]:
+        """The source whose weighted z-score adds most, and the history item behind a personal source."""
+        w = self.weights[bucket]
+        contributions = {s: w.get(s, 0.0) * float(sources[s][0, item]) for s in SOURCES}
+        source = max(contributions, key=contributions.get)
+        if not h.n_items or contributions[source] <= 0:
+            return ("popular" if source != "trending" or contributions[source] <= 0 else "trending"), None
+        if source in ("content", "als"):
+            sims = self.item_vectors[h.items] @ self.item_vectors[item]
+            return source, int(h.items[int(np.argmax(sims * h.weights))])
+        if source == "knn":
+            sims = np.asarray(self.collaborative.similarity[h.items][:, item].todense()).ravel()
+            return source, int(h.items[int(np.argmax(sims * h.weights))])
+        return source, None
+
+
+# -- evaluation and the choice of weights ------------------------------------------------
+def rank_of(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """0-based rank of each row's target among the row's finite scores (ties count against the target)."""
+    target = scores[np.arange(len(targets)), targets]
+    better = (scores > target[:, None]).sum(axis=1)
+    return np.where(np.isfinite(target), better, scores.shape[1])
+
+
+def hit_ndcg(ranks: np.ndarray, k: int = 10) -> tuple[float, float]:
+    hit = ranks < k
+    return float(hit.mean()), float(np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0).mean())
+
+
+def split_last(events: EventLog, min_events: int = 3) -> tuple[EventLog, dict[int, int], dict[int, float]]:
+    """Time-ordered holdout: each user's last non-dismiss event (users with ``min_events`` or more).
+
+    Returns (the other events, user -> held-out item, user -> ts of the held-out event)."""
+    order = np.lexsort((np.arange(len(events)), events.ts, events.user))
+    held = np.zeros(len(events), dtype=bool)
+    targets: dict[int, int] = {}
+    at: dict[int, float] = {}
+    users, starts, counts = np.unique(events.user[order], return_index=True, return_counts=True)
+    for user, start, count in zip(users.tolist(), starts.tolist(), counts.tolist()):
+        rows = order[start:start + count]
+        rows = rows[~events.dismissed[rows]]
+        if len(rows) >= min_events:
+            last = rows[-1]
+            held[last] = True
+            targets[user] = int(events.item[last])
+            at[user] = float(events.ts[last])
+    return events.subset(~held), targets, at
+
+
+def user_histories(events: EventLog, users: Iterable[int], first: int | None = None) -> dict[int, list[dict]]:
+    """Per user, their events as dicts (time order), cut to the first ``first`` when given."""
+    wanted = set(users)
+    out: dict[int, list[dict]] = {u: [] for u in wanted}
+    order = np.lexsort((np.arange(len(events)), events.ts))
+    for j in order:
+        u = int(events.user[j])
+        if u in wanted:
+            out[u].append({"item": int(events.item[j]), "type": str(events.kind[j]), "ts": float(events.ts[j])})
+    if first is not None:
+        out = {u: h[:first] for u, h in out.items()}
+    return out
+
+
+def search_weights(model: HybridModel, sources: Mapping[str, np.ndarray], targets: np.ndarray, bucket: str,
+                   start: Mapping[str, float], rounds: int = 3, k: int = 10) -> tuple[dict[str, float], float]:
+    """Coordinate ascent over :data:`WEIGHT_GRID` maximising NDCG@k (HR@k breaks ties)."""
+    weights = dict(start)
+    buckets = [bucket] * len(targets)
+
+    def value(w: Mapping[str, float]) -> tuple[float, float]:
+        hr, ndcg = hit_ndcg(rank_of(model.blend(sources, buckets, {bucket: w}), targets), k)
+        return ndcg, hr
+
+    best = value(weights)
+    for _ in range(rounds):
+        improved = False
+        for s in SOURCES:
+            for g in WEIGHT_GRID:
+                if g == weights[s]:
+                    continue
+                trial = {**weights, s: g}
+                if not any(trial.values()):
+                    continue
+                v = value(trial)
+                if v > best:
+                    best, weights, improved = v, trial, True
+        if not improved:
+            break
+    return weights, best[0]
+
+
+@dataclass
+class Choice:
+    weights: dict[str, dict[str, float]]
+    chosen: bool
+    validation: dict[str, dict[str, float]]
+    users: int
+    reason: str = ""
+
+
+def choose_weights(
+    events: EventLog, item_vectors: np.ndarray, item_windows: np.ndarray | None = None,
+    config: HybridConfig | None = None, n_users: int | None = None, k: int = 10, max_users: int = 5000,
+    seed: int = 0,
+) -> Choice:
+    """The blend's weights from a time-ordered holdout of ``events`` (each user's last event), per bucket:
+    ``full`` on the users' whole histories, ``thin`` on the same users cut to their first ``THIN_ITEMS`` events.
+
+    Falls back to :data:`DEFAULT_WEIGHTS` under :data:`MIN_EVENTS` events or :data:`MIN_VALIDATION_USERS` users."""
+    defaults = {b: dict(w) for b, w in DEFAULT_WEIGHTS.items()}
+    if len(events) < MIN_EVENTS:
+        return Choice(defaults, False, {}, 0, f"{len(events)} events < {MIN_EVENTS}")
+    train, targets, at = split_last(events)
+    if len(targets) < MIN_VALIDATION_USERS:
+        return Choice(defaults, False, {}, len(targets), f"{len(targets)} validation users < {MIN_VALIDATION_USERS}")
+    users = sorted(targets)
+    if len(users) > max_users:
+        users = sorted(np.random.default_rng(seed).choice(users, max_users, replace=False).tolist())
+    model = HybridModel(config or HybridConfig()).fit(train, item_vectors, item_windows, n_users=n_users)
+    result: dict[str, dict[str, float]] = {}
+    validation: dict[str, dict[str, float]] = {}
+    for bucket, first in (("full", None), ("thin", THIN_ITEMS)):
+        raw = user_histories(train, users, first)
+        kept = [u for u in users if raw[u]]
+        nows = [max(e["ts"] for e in raw[u]) for u in kept]
+        hist = [model.history(raw[u], t) for u, t in zip(kept, nows)]
+        sources = model.source_scores(hist, nows)
+        t = np.array([targets[u] for u in kept])
+        w, _ = search_weights(model, sources, t, bucket, defaults[bucket], k=k)
+        hr, ndcg = hit_ndcg(rank_of(model.blend(sources, [bucket] * len(t), {bucket: w}), t), k)
+        result[bucket], validation[bucket] = w, {"hr": hr, "ndcg": ndcg}
+    return Choice(result, True, validation, len(users))
+
+
+def tune(events: EventLog, item_vectors: np.ndarray, grid: Sequence[Mapping], base: HybridConfig | None = None,
+         **kwargs) -> tuple[HybridConfig, Choice, list[tuple[dict, Choice]]]:
+    """Each config of ``grid`` (overrides of ``base``) through :func:`choose_weights`; the best by mean validation NDCG."""
+    base = base or HybridConfig()
+    tried = []
+    for overrides in grid:
+        cfg = replace(base, **overrides)
+        tried.append((dict(overrides), choose_weights(events, item_vectors, config=cfg, **kwargs)))
+    score = lambda c: np.mean([v["ndcg"] for v in c.validation.values()]) if c.validation else -1.0
+    best = max(range(len(tried)), key=lambda i: score(tried[i][1]))
+    return replace(base, **grid[best]), tried[best][1], tried
