@@ -81,6 +81,45 @@ def confidence_matrix(
     return m.astype(np.float32)
 
 
+def transition_matrix(log: EventLog, n_items: int, window: int = 3, top_k: int = 100) -> sp.csr_matrix:
+    """items x items: how often item j followed item i in a user's time-ordered events (within ``window``
+    events, weighing ``1/distance``), divided by how often i was followed at all; each row keeps its ``top_k``.
+
+    "Viewed next" is co-occurrence with an order: it carries the sessions that plain co-occurrence averages out."""
+    keep = ~log.dismissed
+    user, item, ts = log.user[keep], log.item[keep], log.ts[keep]
+    order = np.lexsort((np.arange(len(user)), ts, user))
+    user, item = user[order], item[order]
+    rows, cols, vals = [], [], []
+    for d in range(1, window + 1):
+        same = user[d:] == user[:-d]
+        rows.append(item[:-d][same])
+        cols.append(item[d:][same])
+        vals.append(np.full(int(same.sum()), 1.0 / d))
+    r, c, v = (np.concatenate(x) if x else np.zeros(0) for x in (rows, cols, vals))
+    keep = r != c
+    m = sp.csr_matrix((v[keep], (r[keep].astype(np.int64), c[keep].astype(np.int64))), shape=(n_items, n_items))
+    m.sum_duplicates()
+    totals = np.asarray(m.sum(axis=1)).ravel()
+    m = sp.diags(1.0 / np.maximum(totals, 1e-12)) @ m
+    return _top_k_rows(m.tocsr(), top_k).astype(np.float32)
+
+
+def _top_k_rows(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
+    indptr, indices, data = [0], [], []
+    for i in range(m.shape[0]):
+        lo, hi = m.indptr[i], m.indptr[i + 1]
+        vals, cols = m.data[lo:hi], m.indices[lo:hi]
+        if hi - lo > k:
+            top = np.argpartition(-vals, k - 1)[:k]
+            vals, cols = vals[top], cols[top]
+        indices.append(cols)
+        data.append(vals)
+        indptr.append(indptr[-1] + len(cols))
+    return sp.csr_matrix((np.concatenate(data) if data else [], np.concatenate(indices) if indices else [],
+                          indptr), shape=m.shape)
+
+
 def history_row(items: np.ndarray, values: np.ndarray, n_items: int) -> sp.csr_matrix:
     """One user's confidence row from (item index, confidence) pairs (duplicates summed)."""
     row = sp.csr_matrix((values.astype(np.float32), (np.zeros(len(items), dtype=np.int64), items)), shape=(1, n_items))
@@ -101,11 +140,12 @@ class Collaborative:
     num_threads: int = 1
     item_factors: np.ndarray | None = None
     similarity: sp.csr_matrix | None = None
+    transitions: sp.csr_matrix | None = None
     interactions: np.ndarray | None = None  # per item: how many users touched it in training
     fit_seconds: float = 0.0
     _als: object = field(default=None, repr=False)
 
-    def fit(self, matrix: sp.csr_matrix) -> "Collaborative":
+    def fit(self, matrix: sp.csr_matrix, log: EventLog | None = None) -> "Collaborative":
         from implicit.cpu.als import AlternatingLeastSquares
         from implicit.nearest_neighbours import CosineRecommender
         from implicit.utils import ParameterWarning
@@ -124,6 +164,9 @@ class Collaborative:
         self.item_factors = np.ascontiguousarray(als.item_factors, dtype=np.float32)
         self.similarity = knn.similarity.tocsr().astype(np.float32)
         self.interactions = np.diff(matrix.tocsc().indptr).astype(np.int64)
+        n_items = matrix.shape[1]
+        self.transitions = (transition_matrix(log, n_items) if log is not None
+                            else sp.csr_matrix((n_items, n_items), dtype=np.float32))
         self.fit_seconds = time.perf_counter() - start
         return self
 
@@ -162,12 +205,15 @@ class Collaborative:
         assert self.similarity is not None
         return np.asarray((rows @ self.similarity).todense(), dtype=np.float32)
 
+    def sequence_scores(self, rows: sp.csr_matrix) -> np.ndarray:
+        assert self.transitions is not None
+        return np.asarray((rows @ self.transitions).todense(), dtype=np.float32)
+
     def nbytes(self) -> int:
-        """Bytes of what serving needs: item factors, the K-nearest-items matrix, the YtY cache."""
-        assert self.item_factors is not None and self.similarity is not None
-        s = self.similarity
-        return int(self.item_factors.nbytes + s.data.nbytes + s.indices.nbytes + s.indptr.nbytes
-                   + 4 * self.factors * self.factors)
+        """Bytes of what serving needs: item factors, the K-nearest-items and "next" matrices, the YtY cache."""
+        assert self.item_factors is not None and self.similarity is not None and self.transitions is not None
+        sparse = sum(m.data.nbytes + m.indices.nbytes + m.indptr.nbytes for m in (self.similarity, self.transitions))
+        return int(self.item_factors.nbytes + sparse + 4 * self.factors * self.factors)
 
     def bytes_per_million(self) -> dict[str, float]:
         """Model size per million items and per million users (users are folded in, never stored)."""

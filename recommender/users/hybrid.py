@@ -4,6 +4,7 @@ Sources, each scored over every eligible item and z-normalised per user:
 
 * ``als``: ALS factors (``implicit``), the user folded in from the request-time history;
 * ``knn``: item-item cosine (co-occurrence) from the user's history items, recent ones weighing more;
+* ``sequence``: what other users touched next after the user's recent items ("viewed next");
 * ``content``: nearness in topic space to *each* history item (a soft maximum, ``sim ** content_power``),
   so a user with two interests (beach and ski) gets both, not the centroid between them;
 * ``trending``: time-decayed popularity at ``now`` among items whose sale window is open;
@@ -35,13 +36,14 @@ from recommender.users.collaborative import (
     DAY, DISMISS, EVENT_WEIGHTS, Collaborative, EventLog, confidence_matrix, decay,
 )
 
-SOURCES: tuple[str, ...] = ("als", "knn", "content", "trending", "popular")
+SOURCES: tuple[str, ...] = ("als", "knn", "sequence", "content", "trending", "popular")
 THIN_ITEMS = 5
+THIN_FOLDS = 2
 BUCKETS = ("thin", "full")
 #: Used when the event log is too small to choose from (and as the search's starting point).
 DEFAULT_WEIGHTS: dict[str, dict[str, float]] = {
-    "thin": {"als": 1.0, "knn": 0.5, "content": 0.25, "trending": 1.0, "popular": 0.25},
-    "full": {"als": 1.0, "knn": 0.5, "content": 0.25, "trending": 0.5, "popular": 0.0},
+    "thin": {"als": 0.5, "knn": 0.5, "sequence": 0.5, "content": 0.125, "trending": 1.0, "popular": 0.25},
+    "full": {"als": 0.5, "knn": 0.5, "sequence": 0.5, "content": 0.125, "trending": 0.25, "popular": 0.125},
 }
 #: Below either, :func:`choose_weights` keeps the defaults.
 MIN_EVENTS = 2000
@@ -132,7 +134,7 @@ class HybridModel:
         self.collaborative = Collaborative(
             factors=cfg.factors, regularization=cfg.regularization, iterations=cfg.iterations,
             alpha=cfg.alpha, knn_k=cfg.knn_k, seed=cfg.seed,
-        ).fit(matrix)
+        ).fit(matrix, events)
         self.collaborative.map_content(self.item_vectors)
         keep = ~events.dismissed
         self.popularity = np.bincount(events.item[keep], weights=events.weight[keep], minlength=n_items)
@@ -226,6 +228,7 @@ class HybridModel:
         raw: dict[str, np.ndarray] = {}
         raw["als"] = col.als_scores(conf)
         raw["knn"] = col.knn_scores(recent)
+        raw["sequence"] = col.sequence_scores(recent)
         content = np.zeros((n, m), dtype=np.float32)
         for u, h in enumerate(histories):
             if h.n_items:
@@ -237,7 +240,7 @@ class HybridModel:
         out = {s: _z(raw[s], eligible) for s in SOURCES}
         for u, h in enumerate(histories):  # a user with no history has no personal signal
             if not h.n_items:
-                for s in ("als", "knn", "content"):
+                for s in ("als", "knn", "sequence", "content"):
                     out[s][u] = 0.0
         penalty = np.zeros((n, m), dtype=np.float32)
         if cfg.dismiss_penalty:
@@ -287,23 +290,42 @@ class HybridModel:
         if source in ("content", "als"):
             sims = self.item_vectors[h.items] @ self.item_vectors[item]
             return source, int(h.items[int(np.argmax(sims * h.weights))])
-        if source == "knn":
-            sims = np.asarray(self.collaborative.similarity[h.items][:, item].todense()).ravel()
+        if source in ("knn", "sequence"):
+            m = self.collaborative.similarity if source == "knn" else self.collaborative.transitions
+            sims = np.asarray(m[h.items][:, item].todense()).ravel()
             return source, int(h.items[int(np.argmax(sims * h.weights))])
         return source, None
 
 
 # -- evaluation and the choice of weights ------------------------------------------------
 def rank_of(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """0-based rank of each row's target among the row's finite scores (ties count against the target)."""
-    target = scores[np.arange(len(targets)), targets]
+    """Each row's target position as (items scored strictly higher, other items tied with it), shape (n, 2).
+
+    A target that is not finite (seen, ineligible, not returned) counts as ranked last."""
+    rows = np.arange(len(targets))
+    target = scores[rows, targets]
     better = (scores > target[:, None]).sum(axis=1)
-    return np.where(np.isfinite(target), better, scores.shape[1])
+    ties = (scores == target[:, None]).sum(axis=1) - 1
+    finite = np.isfinite(target)
+    return np.stack([np.where(finite, better, scores.shape[1]), np.where(finite, ties, 0)], axis=1)
 
 
 def hit_ndcg(ranks: np.ndarray, k: int = 10) -> tuple[float, float]:
-    hit = ranks < k
-    return float(hit.mean()), float(np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0).mean())
+    """HR@k and NDCG@k, expected under random tie-breaking (a method gains nothing from ties).
+
+    ``ranks``: (better, ties) rows from :func:`rank_of`, or plain 0-based ranks."""
+    ranks = np.asarray(ranks)
+    if ranks.ndim == 1:
+        ranks = np.stack([ranks, np.zeros_like(ranks)], axis=1)
+    better, ties = ranks[:, 0].astype(np.int64), ranks[:, 1].astype(np.int64)
+    gains = 1.0 / np.log2(np.arange(k) + 2.0)
+    cum = np.concatenate([[0.0], np.cumsum(gains)])  # cum[j]: gain of positions < j
+    lo = np.minimum(better, k)
+    hi = np.minimum(better + ties + 1, k)  # positions [better, better + ties] are equally likely
+    span = ties + 1
+    hit = (hi - lo) / span
+    ndcg = (cum[hi] - cum[lo]) / span
+    return float(hit.mean()), float(ndcg.mean())
 
 
 def split_last(events: EventLog, min_events: int = 3) -> tuple[EventLog, dict[int, int], dict[int, float]]:
@@ -338,6 +360,19 @@ def user_histories(events: EventLog, users: Iterable[int], first: int | None = N
     if first is not None:
         out = {u: h[:first] for u, h in out.items()}
     return out
+
+
+def first_events(events: EventLog, users: set[int], first: int) -> np.ndarray:
+    """Mask of the events of ``users`` that are among their first ``first`` (time order, as ``user_histories``)."""
+    order = np.lexsort((np.arange(len(events)), events.ts))
+    counts: dict[int, int] = {}
+    keep = np.zeros(len(events), dtype=bool)
+    for j in order[np.isin(events.user[order], list(users))]:
+        u = int(events.user[j])
+        c = counts.get(u, 0)
+        keep[j] = c < first
+        counts[u] = c + 1
+    return keep
 
 
 def search_weights(model: HybridModel, sources: Mapping[str, np.ndarray], targets: np.ndarray, bucket: str,
@@ -382,8 +417,9 @@ def choose_weights(
     config: HybridConfig | None = None, n_users: int | None = None, k: int = 10, max_users: int = 5000,
     seed: int = 0,
 ) -> Choice:
-    """The blend's weights from a time-ordered holdout of ``events`` (each user's last event), per bucket:
-    ``full`` on the users' whole histories, ``thin`` on the same users cut to their first ``THIN_ITEMS`` events.
+    """The blend's weights from a time-ordered holdout of ``events``, per bucket, always predicting the event
+    that follows a history: ``full``, each user's last event from all before it; ``thin``, each user's event
+    number ``THIN_ITEMS + 1`` from the ``THIN_ITEMS`` before it.
 
     Falls back to :data:`DEFAULT_WEIGHTS` under :data:`MIN_EVENTS` events or :data:`MIN_VALIDATION_USERS` users."""
     defaults = {b: dict(w) for b, w in DEFAULT_WEIGHTS.items()}
@@ -395,19 +431,41 @@ def choose_weights(
     users = sorted(targets)
     if len(users) > max_users:
         users = sorted(np.random.default_rng(seed).choice(users, max_users, replace=False).tolist())
-    model = HybridModel(config or HybridConfig()).fit(train, item_vectors, item_windows, n_users=n_users)
+    config = config or HybridConfig()
     result: dict[str, dict[str, float]] = {}
     validation: dict[str, dict[str, float]] = {}
-    for bucket, first in (("full", None), ("thin", THIN_ITEMS)):
-        raw = user_histories(train, users, first)
-        kept = [u for u in users if raw[u]]
-        nows = [max(e["ts"] for e in raw[u]) for u in kept]
-        hist = [model.history(raw[u], t) for u, t in zip(kept, nows)]
-        sources = model.source_scores(hist, nows)
-        t = np.array([targets[u] for u in kept])
+    whole = user_histories(train, users)
+    # full: each user's whole history -> the held-out last event, one model on all the other events
+    model = HybridModel(config).fit(train, item_vectors, item_windows, n_users=n_users)
+    nows = [max(e["ts"] for e in whole[u]) for u in users]
+    parts = [(model, model.source_scores([model.history(whole[u], t) for u, t in zip(users, nows)], nows),
+              np.array([targets[u] for u in users]))]
+    searched = {"full": parts}
+    # thin: the first THIN_ITEMS events -> the event right after them; in each of THIN_FOLDS folds the
+    # fold's users are cut to those events in training too, so no model has seen more of them
+    thin_users = [u for u in users if len(whole[u]) > THIN_ITEMS]
+    folds = np.random.default_rng(seed).permutation(len(thin_users)) % THIN_FOLDS
+    searched["thin"] = []
+    if len(thin_users) >= MIN_VALIDATION_USERS:
+        for f in range(THIN_FOLDS):
+            fold = [u for u, g in zip(thin_users, folds.tolist()) if g == f]
+            cut = set(fold)
+            keep = ~np.isin(train.user, fold) | first_events(train, cut, THIN_ITEMS)
+            fold_model = HybridModel(config).fit(train.subset(keep), item_vectors, item_windows, n_users=n_users)
+            raw = {u: whole[u][:THIN_ITEMS] for u in fold}
+            nows = [raw[u][-1]["ts"] for u in fold]
+            hist = [fold_model.history(raw[u], t) for u, t in zip(fold, nows)]
+            searched["thin"].append((fold_model, fold_model.source_scores(hist, nows),
+                                     np.array([whole[u][THIN_ITEMS]["item"] for u in fold])))
+    for bucket in ("full", "thin"):
+        if not searched[bucket]:
+            result[bucket] = defaults[bucket]
+            continue
+        sources = {key: np.concatenate([p[1][key] for p in searched[bucket]]) for key in searched[bucket][0][1]}
+        t = np.concatenate([p[2] for p in searched[bucket]])
         w, _ = search_weights(model, sources, t, bucket, defaults[bucket], k=k)
         hr, ndcg = hit_ndcg(rank_of(model.blend(sources, [bucket] * len(t), {bucket: w}), t), k)
-        result[bucket], validation[bucket] = w, {"hr": hr, "ndcg": ndcg}
+        result[bucket], validation[bucket] = w, {"hr": hr, "ndcg": ndcg, "users": float(len(t))}
     return Choice(result, True, validation, len(users))
 
 
