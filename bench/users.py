@@ -232,18 +232,36 @@ METHODS: dict[str, Callable[[EventLog, Context], Scorer]] = {
 
 
 # -- evaluation --------------------------------------------------------------------------
-def evaluate(scorer: Scorer, histories: dict[int, list[dict]], targets: dict[int, int], n_items: int,
-             batch: int = 256) -> tuple[float, float]:
+def ranks(scorer: Scorer, histories: dict[int, list[dict]], targets: dict[int, int], batch: int = 256) -> np.ndarray:
+    """(better, ties) of each user's target, users in sorted order; the user's history items are excluded."""
     users = [u for u in sorted(targets) if histories.get(u)]
-    ranks = []
+    out = []
     for start in range(0, len(users), batch):
         chunk = users[start:start + batch]
         hist = [histories[u] for u in chunk]
         scores = np.array(scorer(hist, [max(e["ts"] for e in h) for h in hist]), dtype=np.float64, copy=True)
         for r, h in enumerate(hist):
             scores[r, [e["item"] for e in h]] = -np.inf
-        ranks.append(rank_of(scores, np.array([targets[u] for u in chunk])))
-    return hit_ndcg(np.concatenate(ranks), K)
+        out.append(rank_of(scores, np.array([targets[u] for u in chunk])))
+    return np.concatenate(out) if out else np.zeros((0, 2), dtype=np.int64)
+
+
+def evaluate(scorer: Scorer, histories: dict[int, list[dict]], targets: dict[int, int], n_items: int,
+             batch: int = 256) -> tuple[float, float]:
+    return hit_ndcg(ranks(scorer, histories, targets, batch), K)
+
+
+def per_user(r: np.ndarray) -> np.ndarray:
+    """(users, 2): each user's expected hit and NDCG (the mean of these is ``hit_ndcg``)."""
+    return np.array([hit_ndcg(row[None, :], K) for row in r]) if len(r) else np.zeros((0, 2))
+
+
+def paired_ci(a: np.ndarray, b: np.ndarray, draws: int = 2000, seed: int = 0) -> np.ndarray:
+    """95% bootstrap interval of mean(a - b) over users, for HR and NDCG: (2, 2) rows lo, hi."""
+    rng = np.random.default_rng(seed)
+    d = a - b
+    means = np.array([d[rng.integers(0, len(d), len(d))].mean(axis=0) for _ in range(draws)])
+    return np.percentile(means, [2.5, 97.5], axis=0)
 
 
 def tune_als(train: EventLog, ctx: Context) -> dict:
@@ -276,6 +294,8 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ", ".join(METHODS))
     parser.add_argument("--no-cut", action="store_true", help="skip the 5-interaction users")
     parser.add_argument("--quick", action="store_true", help="default hyperparameters, no validation search")
+    parser.add_argument("--new-items", action="store_true",
+                        help="also: hide every interaction of 10%% of the items and score users whose held-out item is one")
     args = parser.parse_args()
     methods = [m for m in args.methods.split(",") if m]
 
@@ -305,12 +325,11 @@ def main() -> None:
               f"{choice.weights}  ({time.perf_counter() - t:.1f}s)")
 
     full_hist = user_histories(train, test)
-    results: dict[str, dict[str, tuple[float, float]]] = {m: {} for m in methods}
+    per: dict[str, dict[str, np.ndarray]] = {m: {} for m in methods}
     for name in methods:
         t = time.perf_counter()
-        results[name]["all"] = evaluate(METHODS[name](train, ctx), full_hist, test, data.n_items)
-        print(f"  {name:<15} all users: HR@10 {results[name]['all'][0]:.4f}  NDCG@10 {results[name]['all'][1]:.4f}"
-              f"  ({time.perf_counter() - t:.1f}s)", flush=True)
+        per[name]["all"] = per_user(ranks(METHODS[name](train, ctx), full_hist, test))
+        print(f"  {name:<15} all users ({time.perf_counter() - t:.1f}s)", flush=True)
 
     if not args.no_cut:
         users = np.array(sorted(test))
@@ -319,24 +338,31 @@ def main() -> None:
         following = {u: h[CUT]["item"] for u, h in full_hist.items() if len(h) > CUT}
         for name in methods:
             t = time.perf_counter()
-            sums = {"cut": [0.0, 0.0, 0], "next": [0.0, 0.0, 0]}
+            parts: dict[str, list[tuple[list[int], np.ndarray]]] = {"cut": [], "next": []}
             for f in range(FOLDS):
                 fold_users = set(users[folds == f].tolist())
                 keep = ~np.isin(train.user, list(fold_users)) | first_events(train, fold_users, CUT)
                 scorer = METHODS[name](train.subset(keep), ctx)
                 for regime, targets in (("cut", test), ("next", following)):
                     wanted = {u: targets[u] for u in fold_users if u in targets}
-                    hr, ndcg = evaluate(scorer, {u: first[u] for u in wanted}, wanted, data.n_items)
-                    sums[regime][0] += hr * len(wanted)
-                    sums[regime][1] += ndcg * len(wanted)
-                    sums[regime][2] += len(wanted)
-            for regime, (hr, ndcg, n) in sums.items():
-                results[name][regime] = (hr / n, ndcg / n)
-            print(f"  {name:<15} first {CUT} interactions: last item HR@10 {results[name]['cut'][0]:.4f} "
-                  f"NDCG@10 {results[name]['cut'][1]:.4f}; next item HR@10 {results[name]['next'][0]:.4f} "
-                  f"NDCG@10 {results[name]['next'][1]:.4f}  ({time.perf_counter() - t:.1f}s)", flush=True)
+                    parts[regime].append((sorted(wanted), per_user(ranks(scorer, {u: first[u] for u in wanted}, wanted))))
+            for regime, chunks in parts.items():  # back in user order, so methods pair up
+                order = np.argsort(np.concatenate([c[0] for c in chunks]), kind="stable")
+                per[name][regime] = np.concatenate([c[1] for c in chunks])[order]
+            print(f"  {name:<15} first {CUT} interactions ({time.perf_counter() - t:.1f}s)", flush=True)
 
+    if args.new_items and "hybrid" in methods:
+        new_items(data, train, test, full_hist, ctx, methods)
+
+    results = {m: {r: tuple(v.mean(axis=0).tolist()) for r, v in by.items()} for m, by in per.items()}
     report(results)
+    if "hybrid" in per and "ALS" in per:
+        for regime in per["hybrid"]:
+            for base in ("ALS", "popularity"):
+                if base in per and regime in per[base]:
+                    (hr_lo, nd_lo), (hr_hi, nd_hi) = paired_ci(per["hybrid"][regime], per[base][regime])
+                    print(f"hybrid - {base:<10} {regime:<4}: HR@10 [{hr_lo:+.4f}, {hr_hi:+.4f}]  "
+                          f"NDCG@10 [{nd_lo:+.4f}, {nd_hi:+.4f}]  (95% paired bootstrap over users)")
     fits = ctx.params.get("hybrid_fits")
     if fits:
         model = fits[0]
@@ -346,6 +372,22 @@ def main() -> None:
               f"{size['per_million_items_mb']:.0f} MB per million items, users folded in at request time "
               f"({size['user_factors_if_stored_mb_per_million']:.0f} MB per million users if their factors were kept)")
     print(f"total {time.perf_counter() - t0:.0f}s")
+
+
+def new_items(data: Dataset, train: EventLog, test: dict[int, int], full_hist: dict[int, list[dict]],
+              ctx: Context, methods: list[str], share: float = 0.1) -> None:
+    """New items on day one: every training interaction of a random ``share`` of the items is hidden; the users
+    whose held-out item is one of them are scored (their histories keep no hidden item)."""
+    rng = np.random.default_rng(1)
+    hidden = set(rng.choice(data.n_items, int(share * data.n_items), replace=False).tolist())
+    keep = ~np.isin(train.item, list(hidden))
+    wanted = {u: i for u, i in test.items() if i in hidden}
+    histories = {u: [e for e in full_hist[u] if e["item"] not in hidden] for u in wanted}
+    print(f"\nnew items: {len(hidden)} items without any training interaction, {len(wanted)} users whose held-out "
+          f"item is one of them; HR@10 / NDCG@10 over all items:")
+    for name in methods:
+        hr, ndcg = evaluate(METHODS[name](train.subset(keep), ctx), histories, wanted, data.n_items)
+        print(f"  {name:<15} {hr:.4f} / {ndcg:.4f}")
 
 
 def report(results: dict[str, dict[str, tuple[float, float]]]) -> None:

@@ -145,6 +145,45 @@ class HybridModel:
         self.fit_seconds = time.perf_counter() - start
         return self
 
+    def _new_item_proxy(self, neighbours: int = 10) -> sp.csr_matrix:
+        """items x items: for each item without training interactions, its ``neighbours`` nearest items
+        that have some, weighted by cosine (rows sum to 1); empty rows for the others. Cached."""
+        assert self.collaborative is not None and self.item_vectors is not None
+        cached = getattr(self, "_proxy", None)
+        if cached is not None and cached.shape[0] == self.n_items:
+            return cached
+        known = np.flatnonzero(self.collaborative.interactions > 0)
+        cold = np.flatnonzero(self.collaborative.interactions == 0)
+        rows, cols, vals = [], [], []
+        if len(known) and len(cold):
+            m = min(neighbours, len(known))
+            for start in range(0, len(cold), 1024):
+                chunk = cold[start:start + 1024]
+                sims = self.item_vectors[chunk] @ self.item_vectors[known].T
+                top = np.argpartition(-sims, m - 1, axis=1)[:, :m]
+                w = np.maximum(np.take_along_axis(sims, top, axis=1), 1e-6)
+                w /= w.sum(axis=1, keepdims=True)
+                rows.append(np.repeat(chunk, m))
+                cols.append(known[top].ravel())
+                vals.append(w.ravel())
+        shape = (self.n_items, self.n_items)
+        self._proxy = (sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=shape)
+                       if rows else sp.csr_matrix(shape))
+        return self._proxy
+
+    def observe(self, events: EventLog) -> None:
+        """Events that arrived after training: they count in trending and popularity at once (the personal
+        sources read the request-time history, so they need nothing)."""
+        assert self.popularity is not None and self._trend_ts is not None
+        keep = ~events.dismissed & (events.item < self.n_items) & (events.item >= 0)
+        self.popularity = self.popularity + np.bincount(events.item[keep], weights=events.weight[keep],
+                                                        minlength=self.n_items)
+        ts = np.concatenate([self._trend_ts, events.ts[keep]])
+        order = np.argsort(ts, kind="stable")
+        self._trend_ts = ts[order]
+        self._trend_item = np.concatenate([self._trend_item, events.item[keep]])[order]
+        self._trend_w = np.concatenate([self._trend_w, events.weight[keep]])[order]
+
     def add_items(self, vectors: np.ndarray, windows: np.ndarray | None = None) -> np.ndarray:
         """Items indexed after training: they get content scores and ALS factors mapped from their vectors.
 
@@ -158,10 +197,9 @@ class HybridModel:
         col._als.item_factors = col.item_factors
         col._als._YtY = None
         n = len(self.item_vectors)
-        col.similarity = sp.csr_matrix((col.similarity.data, col.similarity.indices,
-                                        np.concatenate([col.similarity.indptr,
-                                                        np.full(len(vectors), col.similarity.indptr[-1])])),
+        grow = lambda m: sp.csr_matrix((m.data, m.indices, np.concatenate([m.indptr, np.full(len(vectors), m.indptr[-1])])),
                                        shape=(n, n))
+        col.similarity, col.transitions = grow(col.similarity), grow(col.transitions)
         col.interactions = np.concatenate([col.interactions, np.zeros(len(vectors), dtype=np.int64)])
         self.popularity = np.concatenate([self.popularity, np.zeros(len(vectors))])
         if self.item_windows is not None or windows is not None:
@@ -237,6 +275,19 @@ class HybridModel:
         raw["content"] = content
         raw["trending"] = np.log1p(np.stack([self.trending(t) for t in nows])) if n else np.zeros((0, m))
         raw["popular"] = np.broadcast_to(np.log1p(self.popularity), (n, m))
+        # An item nobody has touched yet is new, not unpopular: the sources that need events score it
+        # like its nearest items in topic space (:meth:`_new_item_proxy`), so content decides where it lands.
+        proxy = self._new_item_proxy()
+        if proxy.nnz:
+            cold = np.flatnonzero(np.diff(proxy.indptr))
+            for s in ("knn", "sequence"):
+                raw[s][:, cold] = np.asarray((proxy[cold] @ raw[s].T).T)
+            for s in ("trending", "popular"):
+                no_events = cold[self.popularity[cold] == 0]
+                if len(no_events):
+                    values = np.array(raw[s], dtype=np.float64, copy=True)
+                    values[:, no_events] = np.asarray((proxy[no_events] @ values.T).T)
+                    raw[s] = values
         out = {s: _z(raw[s], eligible) for s in SOURCES}
         for u, h in enumerate(histories):  # a user with no history has no personal signal
             if not h.n_items:
@@ -267,10 +318,10 @@ class HybridModel:
         """Top ``k`` items for one user, never a seen, dismissed or excluded item, each with its source."""
         now = float(now if now is not None else time.time())
         h = self.history(history_events, now)
-        sources = self.source_scores([h], [now])
         excluded = np.fromiter((int(i) for i in exclude), dtype=np.int64)
         excluded = excluded[(excluded >= 0) & (excluded < self.n_items)]
-        sources["eligible"][0, excluded] = False
+        h = replace(h, seen=np.union1d(h.seen, excluded))
+        sources = self.source_scores([h], [now])
         bucket = self.bucket(h)
         scores = self.blend(sources, [bucket])[0]
         k = min(k, int(np.isfinite(scores).sum()))
@@ -285,6 +336,9 @@ class HybridModel:
         w = self.weights[bucket]
         contributions = {s: w.get(s, 0.0) * float(sources[s][0, item]) for s in SOURCES}
         source = max(contributions, key=contributions.get)
+        new = self.collaborative.interactions[item] == 0
+        if new and (source in ("knn", "sequence") or (source in ("trending", "popular") and not self.popularity[item])):
+            source = "content"  # those scores were borrowed from its nearest items in topic space
         if not h.n_items or contributions[source] <= 0:
             return ("popular" if source != "trending" or contributions[source] <= 0 else "trending"), None
         if source in ("content", "als"):
