@@ -280,24 +280,21 @@ def tune_als(train: EventLog, ctx: Context) -> dict:
     return {**best_params, "validation_ndcg": best[0], "validation_hr": best[1]}
 
 
-HYBRID_GRID = [
-    {},
-    {"regularization": 0.5, "alpha": 4.0},
-    {"recent_events": 5.0, "trend_half_life_days": 1.0},
-    {"recent_events": None, "history_half_life_days": None},
-    {"content_power": 16.0},
-]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ", ".join(METHODS))
     parser.add_argument("--no-cut", action="store_true", help="skip the 5-interaction users")
     parser.add_argument("--quick", action="store_true", help="default hyperparameters, no validation search")
+    parser.add_argument("--scale", metavar="USERS:EVENTS:ITEMS",
+                        help="instead: time training and one-user requests on synthetic events of that size "
+                             "(e.g. 100000:1000000:100000)")
     parser.add_argument("--new-items", action="store_true",
                         help="also: hide every interaction of 10%% of the items and score users whose held-out item is one")
     args = parser.parse_args()
     methods = [m for m in args.methods.split(",") if m]
+    if args.scale:
+        scale(*(int(x) for x in args.scale.split(":")))
+        return
 
     t0 = time.perf_counter()
     data = load()
@@ -317,12 +314,10 @@ def main() -> None:
             config = HybridConfig()
             choice = choose_weights(train, vectors, config=config, n_users=data.n_users)
         else:
-            config, choice, tried = tune(train, vectors, HYBRID_GRID, n_users=data.n_users)
-            for overrides, c in tried:
-                print(f"  hybrid {overrides or 'defaults'}: validation {c.validation}")
+            config, choice, _ = tune(train, vectors, n_users=data.n_users, log=lambda line: print(line, flush=True))
         ctx.params["hybrid"] = {"config": config, "weights": choice.weights}
         print(f"hybrid config: {config}\nhybrid weights (chosen={choice.chosen}, {choice.users} validation users): "
-              f"{choice.weights}  ({time.perf_counter() - t:.1f}s)")
+              f"{choice.weights}\nhybrid validation: {choice.validation}  ({time.perf_counter() - t:.1f}s)")
 
     full_hist = user_histories(train, test)
     per: dict[str, dict[str, np.ndarray]] = {m: {} for m in methods}
@@ -386,8 +381,51 @@ def new_items(data: Dataset, train: EventLog, test: dict[int, int], full_hist: d
     print(f"\nnew items: {len(hidden)} items without any training interaction, {len(wanted)} users whose held-out "
           f"item is one of them; HR@10 / NDCG@10 over all items:")
     for name in methods:
-        hr, ndcg = evaluate(METHODS[name](train.subset(keep), ctx), histories, wanted, data.n_items)
-        print(f"  {name:<15} {hr:.4f} / {ndcg:.4f}")
+        r = ranks(METHODS[name](train.subset(keep), ctx), histories, wanted)
+        hr, ndcg = hit_ndcg(r, K)
+        print(f"  {name:<15} {hr:.4f} / {ndcg:.4f}   median rank {np.median(r[:, 0] + r[:, 1] / 2):.0f} of {data.n_items}")
+
+
+def scale(n_users: int, n_events: int, n_items: int, requests: int = 200, seed: int = 0) -> None:
+    """Training time and request latency of the hybrid on synthetic clustered events (one thread)."""
+    rng = np.random.default_rng(seed)
+    clusters = 100
+    item_cluster = rng.integers(0, clusters, n_items)
+    popularity = 1.0 / np.arange(1, n_items + 1) ** 0.9
+    rng.shuffle(popularity)
+    taste = rng.integers(0, clusters, n_users)
+    users = rng.integers(0, n_users, n_events)
+    by_cluster = [np.flatnonzero(item_cluster == c) for c in range(clusters)]
+    p_cluster = [popularity[i] / popularity[i].sum() for i in by_cluster]
+    items = rng.choice(n_items, n_events, p=popularity / popularity.sum())
+    own = rng.random(n_events) < 0.7
+    for c in range(clusters):
+        rows = np.flatnonzero(own & (taste[users] == c))
+        items[rows] = rng.choice(by_cluster[c], len(rows), p=p_cluster[c])
+    kinds = rng.choice(["view", "click", "add_to_cart", "purchase"], n_events, p=[0.6, 0.25, 0.1, 0.05])
+    now = 1.7e9
+    ts = now - rng.uniform(0, 90, n_events) * DAY
+    events = EventLog(users, items, kinds, ts)
+    vectors = np.abs(rng.normal(0, 0.2, (n_items, 30))).astype(np.float32)
+    vectors[np.arange(n_items), item_cluster % 30] += 1.0
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    t = time.perf_counter()
+    model = HybridModel(HybridConfig()).fit(events, vectors, n_users=n_users, now=now)
+    fit = time.perf_counter() - t
+    col = model.collaborative
+    print(f"synthetic {n_users} users x {n_events} events x {n_items} items: fit {fit:.1f}s on one thread "
+          f"(ALS + item-kNN + 'next' {col.fit_seconds:.1f}s); model {col.nbytes() / 1e6:.0f} MB "
+          f"({col.nbytes() / n_items:.0f} bytes per item; users are folded in, none stored)")
+    latencies = []
+    for r in range(requests):
+        u = int(rng.integers(0, n_users))
+        hist = [{"item": int(i), "type": "click", "ts": now - 3600 + j}
+                for j, i in enumerate(rng.choice(by_cluster[taste[u]], 20))]
+        t = time.perf_counter()
+        model.recommend(hist, 10, now=now)
+        latencies.append(time.perf_counter() - t)
+    p50, p99 = np.percentile(latencies, [50, 99]) * 1000
+    print(f"recommend, 20-event history over {n_items} items: p50 {p50:.1f} ms, p99 {p99:.1f} ms (pure model, one thread)")
 
 
 def report(results: dict[str, dict[str, tuple[float, float]]]) -> None:

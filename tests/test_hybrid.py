@@ -135,6 +135,28 @@ def test_items_added_after_training_get_scores_from_content(fitted):
     assert set(new.tolist()) <= {r.item for r in recs}
 
 
+def test_also_viewed_falls_back_to_content_for_a_new_item():
+    vectors, interest = catalog()
+    hidden = frozenset(int(i) for i in np.flatnonzero(interest == 4)[-2:])
+    model = HybridModel(HybridConfig(factors=16, iterations=10)).fit(
+        events(interest, hidden=hidden), vectors, n_users=300)
+    warm = int(np.flatnonzero(interest == 4)[0])
+    also = model.also(warm, k=5)
+    assert len(also) == 5 and {r.source for r in also} == {"knn"} and warm not in {r.item for r in also}
+    new = min(hidden)
+    also = model.also(new, k=5)
+    assert len(also) == 5 and {r.source for r in also} == {"content"}
+    assert {int(interest[r.item]) for r in also} == {4} and new not in {r.item for r in also}
+
+
+def test_saved_model_recommends_the_same(fitted, tmp_path):
+    model, _, interest = fitted
+    h = history(np.flatnonzero(interest == 3)[:4])
+    model.save(tmp_path / "users.joblib")
+    loaded = HybridModel.load(tmp_path / "users.joblib")
+    assert loaded.recommend(h, k=10, now=NOW) == model.recommend(h, k=10, now=NOW)
+
+
 def test_fold_in_a_user_who_arrived_after_training(fitted):
     model, _, interest = fitted
     ski = np.flatnonzero(interest == 5)

@@ -136,6 +136,7 @@ class Collaborative:
     iterations: int = 15
     alpha: float = 2.0
     knn_k: int = 50
+    sequence_window: int = 3
     seed: int = 0
     num_threads: int = 1
     item_factors: np.ndarray | None = None
@@ -165,7 +166,7 @@ class Collaborative:
         self.similarity = knn.similarity.tocsr().astype(np.float32)
         self.interactions = np.diff(matrix.tocsc().indptr).astype(np.int64)
         n_items = matrix.shape[1]
-        self.transitions = (transition_matrix(log, n_items) if log is not None
+        self.transitions = (transition_matrix(log, n_items, self.sequence_window) if log is not None
                             else sp.csr_matrix((n_items, n_items), dtype=np.float32))
         self.fit_seconds = time.perf_counter() - start
         return self

@@ -25,7 +25,7 @@ Items are dense integer indexes into ``item_vectors``; callers map their string 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
@@ -51,6 +51,24 @@ MIN_VALIDATION_USERS = 50
 WEIGHT_GRID = (0.0, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0)
 
 
+def _nearest(base: np.ndarray, queries: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top ``m`` inner products of each query among ``base`` rows: (sims, positions in base)."""
+    try:
+        import faiss
+    except ImportError:  # exact numpy, in chunks
+        sims_out, top_out = [], []
+        for start in range(0, len(queries), 1024):
+            sims = queries[start:start + 1024] @ base.T
+            top = np.argpartition(-sims, m - 1, axis=1)[:, :m]
+            sims_out.append(np.take_along_axis(sims, top, axis=1))
+            top_out.append(top)
+        return np.vstack(sims_out), np.vstack(top_out)
+    index = faiss.IndexFlatIP(base.shape[1])
+    index.add(np.ascontiguousarray(base, dtype=np.float32))
+    sims, top = index.search(np.ascontiguousarray(queries, dtype=np.float32), m)
+    return sims, top
+
+
 class Rec(NamedTuple):
     """One recommendation: item index, blended score, the source that brought it, the history item behind it."""
 
@@ -69,11 +87,14 @@ class HybridConfig:
     iterations: int = 15
     alpha: float = 2.0
     knn_k: int = 50
+    sequence_window: int = 3
     #: History recency: an event's weight halves every ``history_half_life_days`` and every ``recent_events`` later events.
     history_half_life_days: float | None = 30.0
     recent_events: float | None = 10.0
     trend_half_life_days: float = 3.0
     content_power: float = 4.0
+    #: Content looks at the user's strongest (recent, weighty) history items only: a bounded cost per request.
+    content_history: int = 20
     dismiss_penalty: float = 1.0
     seed: int = 0
 
@@ -87,6 +108,20 @@ class History:
     confidence: np.ndarray  # type weight x time decay only (the ALS fold-in row)
     dismissed: np.ndarray
     seen: np.ndarray
+
+    def save(self, path) -> None:
+        import joblib
+
+        joblib.dump(self, path)
+
+    @staticmethod
+    def load(path) -> "HybridModel":
+        import joblib
+
+        model = joblib.load(path)
+        if not isinstance(model, HybridModel):
+            raise TypeError(f"{path} does not hold a HybridModel")
+        return model
 
     @property
     def n_items(self) -> int:
@@ -115,6 +150,7 @@ class HybridModel:
     _trend_ts: np.ndarray | None = None
     _trend_item: np.ndarray | None = None
     _trend_w: np.ndarray | None = None
+    _proxy: sp.csr_matrix | None = field(default=None, repr=False)
 
     # -- training ---------------------------------------------------------------------
     def fit(
@@ -133,7 +169,7 @@ class HybridModel:
         matrix = confidence_matrix(events, max(n_users, 1), n_items, now)
         self.collaborative = Collaborative(
             factors=cfg.factors, regularization=cfg.regularization, iterations=cfg.iterations,
-            alpha=cfg.alpha, knn_k=cfg.knn_k, seed=cfg.seed,
+            alpha=cfg.alpha, knn_k=cfg.knn_k, sequence_window=cfg.sequence_window, seed=cfg.seed,
         ).fit(matrix, events)
         self.collaborative.map_content(self.item_vectors)
         keep = ~events.dismissed
@@ -142,34 +178,57 @@ class HybridModel:
         self._trend_ts = events.ts[keep][order]
         self._trend_item = events.item[keep][order]
         self._trend_w = events.weight[keep][order]
+        self._proxy = None
+        self._new_item_proxy()
         self.fit_seconds = time.perf_counter() - start
         return self
 
     def _new_item_proxy(self, neighbours: int = 10) -> sp.csr_matrix:
         """items x items: for each item without training interactions, its ``neighbours`` nearest items
-        that have some, weighted by cosine (rows sum to 1); empty rows for the others. Cached."""
+        that have some (FAISS inner product on the unit topic vectors), weighted by cosine, rows summing
+        to 1; empty rows for the others. Built at fit, extended by :meth:`add_items`."""
         assert self.collaborative is not None and self.item_vectors is not None
-        cached = getattr(self, "_proxy", None)
+        cached = self._proxy
         if cached is not None and cached.shape[0] == self.n_items:
             return cached
-        known = np.flatnonzero(self.collaborative.interactions > 0)
-        cold = np.flatnonzero(self.collaborative.interactions == 0)
+        n = self.n_items
+        interactions = self.collaborative.interactions
+        known = np.flatnonzero(interactions > 0)
+        done = 0 if cached is None else cached.shape[0]
+        cold = np.flatnonzero(interactions[done:] == 0) + done
         rows, cols, vals = [], [], []
         if len(known) and len(cold):
             m = min(neighbours, len(known))
-            for start in range(0, len(cold), 1024):
-                chunk = cold[start:start + 1024]
-                sims = self.item_vectors[chunk] @ self.item_vectors[known].T
-                top = np.argpartition(-sims, m - 1, axis=1)[:, :m]
-                w = np.maximum(np.take_along_axis(sims, top, axis=1), 1e-6)
-                w /= w.sum(axis=1, keepdims=True)
-                rows.append(np.repeat(chunk, m))
-                cols.append(known[top].ravel())
-                vals.append(w.ravel())
-        shape = (self.n_items, self.n_items)
-        self._proxy = (sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=shape)
-                       if rows else sp.csr_matrix(shape))
+            sims, top = _nearest(self.item_vectors[known], self.item_vectors[cold], m)
+            w = np.maximum(sims, 1e-6)
+            w /= w.sum(axis=1, keepdims=True)
+            rows, cols, vals = np.repeat(cold, m), known[top].ravel(), w.ravel()
+        new = sp.csr_matrix((vals, (rows, cols)), shape=(n, n)) if len(rows) else sp.csr_matrix((n, n))
+        if cached is not None and done:
+            old = sp.csr_matrix((cached.data, cached.indices, np.concatenate(
+                [cached.indptr, np.full(n - done, cached.indptr[-1])])), shape=(n, n))
+            new = old + new
+        self._proxy = new.tocsr()
         return self._proxy
+
+    def also(self, item: int, k: int, exclude: Iterable[int] = ()) -> list[Rec]:
+        """"Customers also viewed": the item's co-occurrence neighbours (source ``knn``, ``because`` = the item),
+        filled from its nearest items in topic space (source ``content``) when it has too few or none."""
+        assert self.collaborative is not None and self.item_vectors is not None
+        skip = {int(item), *(int(i) for i in exclude)}
+        row = self.collaborative.similarity[item]
+        order = np.argsort(-row.data, kind="stable")
+        out = [Rec(int(j), float(v), "knn", int(item)) for j, v in zip(row.indices[order], row.data[order])
+               if int(j) not in skip and v > 0][:k]
+        if len(out) < k:
+            taken = skip | {r.item for r in out}
+            sims = self.item_vectors @ self.item_vectors[item]
+            for j in np.argsort(-sims, kind="stable"):
+                if len(out) >= k:
+                    break
+                if int(j) not in taken:
+                    out.append(Rec(int(j), float(sims[j]), "content", int(item)))
+        return out
 
     def observe(self, events: EventLog) -> None:
         """Events that arrived after training: they count in trending and popularity at once (the personal
@@ -207,6 +266,20 @@ class HybridModel:
             new = np.asarray(windows, dtype=np.float64) if windows is not None else np.full((len(vectors), 2), np.nan)
             self.item_windows = np.vstack([old, new])
         return np.arange(first, n)
+
+    def save(self, path) -> None:
+        import joblib
+
+        joblib.dump(self, path)
+
+    @staticmethod
+    def load(path) -> "HybridModel":
+        import joblib
+
+        model = joblib.load(path)
+        if not isinstance(model, HybridModel):
+            raise TypeError(f"{path} does not hold a HybridModel")
+        return model
 
     @property
     def n_items(self) -> int:
@@ -270,8 +343,10 @@ class HybridModel:
         content = np.zeros((n, m), dtype=np.float32)
         for u, h in enumerate(histories):
             if h.n_items:
-                sims = np.maximum(self.item_vectors @ self.item_vectors[h.items].T, 0.0) ** cfg.content_power
-                content[u] = sims @ (h.weights / h.weights.sum())
+                strongest = np.argsort(-h.weights, kind="stable")[:cfg.content_history]
+                items, weights = h.items[strongest], h.weights[strongest]
+                sims = np.maximum(self.item_vectors @ self.item_vectors[items].T, 0.0) ** cfg.content_power
+                content[u] = sims @ (weights / weights.sum())
         raw["content"] = content
         raw["trending"] = np.log1p(np.stack([self.trending(t) for t in nows])) if n else np.zeros((0, m))
         raw["popular"] = np.broadcast_to(np.log1p(self.popularity), (n, m))
@@ -523,14 +598,41 @@ def choose_weights(
     return Choice(result, True, validation, len(users))
 
 
-def tune(events: EventLog, item_vectors: np.ndarray, grid: Sequence[Mapping], base: HybridConfig | None = None,
-         **kwargs) -> tuple[HybridConfig, Choice, list[tuple[dict, Choice]]]:
-    """Each config of ``grid`` (overrides of ``base``) through :func:`choose_weights`; the best by mean validation NDCG."""
-    base = base or HybridConfig()
-    tried = []
-    for overrides in grid:
-        cfg = replace(base, **overrides)
-        tried.append((dict(overrides), choose_weights(events, item_vectors, config=cfg, **kwargs)))
-    score = lambda c: np.mean([v["ndcg"] for v in c.validation.values()]) if c.validation else -1.0
-    best = max(range(len(tried)), key=lambda i: score(tried[i][1]))
-    return replace(base, **grid[best]), tried[best][1], tried
+#: What :func:`tune` tries, one parameter at a time, from :class:`HybridConfig`'s defaults.
+TUNE_SPACE: dict[str, tuple] = {
+    "recent_events": (3.0, 5.0, None),
+    "sequence_window": (1, 5),
+    "trend_half_life_days": (1.0, 14.0),
+    "history_half_life_days": (7.0, None),
+    "regularization": (0.01, 0.5),
+    "alpha": (1.0, 8.0),
+    "knn_k": (100,),
+    "content_power": (1.0, 16.0),
+}
+
+
+def tune(events: EventLog, item_vectors: np.ndarray, space: Mapping[str, Sequence] | None = None,
+         base: HybridConfig | None = None, log: Callable[[str], None] | None = None,
+         **kwargs) -> tuple[HybridConfig, Choice, list[tuple[dict, float]]]:
+    """Hyperparameters by coordinate search on the validation holdout of :func:`choose_weights`: each parameter
+    of ``space`` in turn, keeping a value when it raises the mean validation NDCG@10 of the two buckets."""
+    space = TUNE_SPACE if space is None else space
+    best_cfg = base or HybridConfig()
+
+    def score(c: Choice) -> float:
+        return float(np.mean([v["ndcg"] for v in c.validation.values()])) if c.validation else -1.0
+
+    best = choose_weights(events, item_vectors, config=best_cfg, **kwargs)
+    tried = [({}, score(best))]
+    if not best.chosen:
+        return best_cfg, best, tried
+    for name, values in space.items():
+        for value in values:
+            cfg = replace(best_cfg, **{name: value})
+            choice = choose_weights(events, item_vectors, config=cfg, **kwargs)
+            tried.append(({name: value}, score(choice)))
+            if log:
+                log(f"  {name}={value}: validation NDCG@10 {score(choice):.4f} (best {score(best):.4f})")
+            if score(choice) > score(best):
+                best_cfg, best = cfg, choice
+    return best_cfg, best, tried
