@@ -39,6 +39,8 @@ from recommender.users.collaborative import (
 SOURCES: tuple[str, ...] = ("als", "knn", "sequence", "content", "trending", "popular")
 THIN_ITEMS = 5
 THIN_FOLDS = 2
+#: How long the user-independent scores (trending, popular) are reused, in seconds of ``now``.
+SHARED_TTL_S = 60
 BUCKETS = ("thin", "full")
 #: Used when the event log is too small to choose from (and as the search's starting point).
 DEFAULT_WEIGHTS: dict[str, dict[str, float]] = {
@@ -130,11 +132,25 @@ class History:
 
 def _z(scores: np.ndarray, eligible: np.ndarray) -> np.ndarray:
     """Per-row z-score over eligible items; a constant row becomes zeros."""
-    masked = np.where(eligible, scores, np.nan)
-    mean = np.nanmean(masked, axis=1, keepdims=True)
-    std = np.nanstd(masked, axis=1, keepdims=True)
-    out = (scores - mean) / np.where(std > 1e-9, std, np.inf)
-    return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+    scores = np.asarray(scores, dtype=np.float32)
+    w = eligible.astype(np.float32)
+    count = np.maximum(w.sum(axis=1, keepdims=True), 1.0)
+    mean = (scores * w).sum(axis=1, keepdims=True) / count
+    centred = scores - mean
+    std = np.sqrt((centred * centred * w).sum(axis=1, keepdims=True) / count)
+    out = centred / np.where(std > 1e-6, std, np.inf)
+    return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def _power(x: np.ndarray, p: float) -> np.ndarray:
+    """``x ** p``; powers of two by squaring (several times faster than ``np.power`` on a catalog)."""
+    if p == 1:
+        return x
+    if p in (2, 4, 8, 16, 32):
+        for _ in range(int(np.log2(p))):
+            x = x * x
+        return x
+    return np.power(x, p)
 
 
 @dataclass
@@ -151,6 +167,7 @@ class HybridModel:
     _trend_item: np.ndarray | None = None
     _trend_w: np.ndarray | None = None
     _proxy: sp.csr_matrix | None = field(default=None, repr=False)
+    _shared_cache: dict = field(default_factory=dict, repr=False)
 
     # -- training ---------------------------------------------------------------------
     def fit(
@@ -179,6 +196,7 @@ class HybridModel:
         self._trend_item = events.item[keep][order]
         self._trend_w = events.weight[keep][order]
         self._proxy = None
+        self._shared_cache = {}
         self._new_item_proxy()
         self.fit_seconds = time.perf_counter() - start
         return self
@@ -210,6 +228,33 @@ class HybridModel:
             new = old + new
         self._proxy = new.tocsr()
         return self._proxy
+
+    def _cold_rows(self) -> np.ndarray:
+        proxy = self._new_item_proxy()
+        return np.flatnonzero(np.diff(proxy.indptr))
+
+    def _shared_scores(self, now: float) -> dict[str, np.ndarray]:
+        """The sources that do not depend on the user, z-scored over the items whose window is open at ``now``:
+        computed once a minute (and after :meth:`observe` / :meth:`add_items`), then shared by every request."""
+        key = (int(now // SHARED_TTL_S), len(self._trend_ts), self.n_items)
+        cache = self._shared_cache
+        if key in cache:
+            return cache[key]
+        raw = {"trending": np.log1p(self.trending(now)), "popular": np.log1p(self.popularity)}
+        proxy = self._new_item_proxy()
+        if proxy.nnz:
+            cold = self._cold_rows()
+            no_events = cold[self.popularity[cold] == 0]
+            for s in raw:
+                values = raw[s].astype(np.float64, copy=True)
+                values[no_events] = proxy[no_events] @ values
+                raw[s] = values
+        eligible = self.eligible(now)[None, :]
+        out = {s: _z(v[None, :], eligible)[0] for s, v in raw.items()}
+        if len(cache) > 256:
+            cache.clear()
+        cache[key] = out
+        return out
 
     def also(self, item: int, k: int, exclude: Iterable[int] = ()) -> list[Rec]:
         """"Customers also viewed": the item's co-occurrence neighbours (source ``knn``, ``because`` = the item),
@@ -345,25 +390,20 @@ class HybridModel:
             if h.n_items:
                 strongest = np.argsort(-h.weights, kind="stable")[:cfg.content_history]
                 items, weights = h.items[strongest], h.weights[strongest]
-                sims = np.maximum(self.item_vectors @ self.item_vectors[items].T, 0.0) ** cfg.content_power
+                sims = _power(np.maximum(self.item_vectors @ self.item_vectors[items].T, 0.0), cfg.content_power)
                 content[u] = sims @ (weights / weights.sum())
         raw["content"] = content
-        raw["trending"] = np.log1p(np.stack([self.trending(t) for t in nows])) if n else np.zeros((0, m))
-        raw["popular"] = np.broadcast_to(np.log1p(self.popularity), (n, m))
         # An item nobody has touched yet is new, not unpopular: the sources that need events score it
         # like its nearest items in topic space (:meth:`_new_item_proxy`), so content decides where it lands.
         proxy = self._new_item_proxy()
         if proxy.nnz:
-            cold = np.flatnonzero(np.diff(proxy.indptr))
+            cold = self._cold_rows()
             for s in ("knn", "sequence"):
                 raw[s][:, cold] = np.asarray((proxy[cold] @ raw[s].T).T)
-            for s in ("trending", "popular"):
-                no_events = cold[self.popularity[cold] == 0]
-                if len(no_events):
-                    values = np.array(raw[s], dtype=np.float64, copy=True)
-                    values[:, no_events] = np.asarray((proxy[no_events] @ values.T).T)
-                    raw[s] = values
-        out = {s: _z(raw[s], eligible) for s in SOURCES}
+        out = {s: _z(raw[s], eligible) for s in ("als", "knn", "sequence", "content")}
+        shared = [self._shared_scores(t) for t in nows]
+        for s in ("trending", "popular"):
+            out[s] = np.stack([x[s] for x in shared]) if n else np.zeros((0, m), dtype=np.float32)
         for u, h in enumerate(histories):  # a user with no history has no personal signal
             if not h.n_items:
                 for s in ("als", "knn", "sequence", "content"):
