@@ -49,7 +49,7 @@ import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 
 from recommender.users.collaborative import (  # noqa: E402
-    DAY, EVENT_WEIGHTS, Collaborative, EventLog, confidence_matrix,
+    DAY, EVENT_WEIGHTS, EventLog, confidence_matrix,
 )
 from recommender.users.hybrid import (  # noqa: E402
     HybridConfig, HybridModel, choose_weights, first_events, hit_ndcg, rank_of, split_last, tune, user_histories,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -120,13 +120,6 @@ def _top_k_rows(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
                           indptr), shape=m.shape)
 
 
-def history_row(items: np.ndarray, values: np.ndarray, n_items: int) -> sp.csr_matrix:
-    """One user's confidence row from (item index, confidence) pairs (duplicates summed)."""
-    row = sp.csr_matrix((values.astype(np.float32), (np.zeros(len(items), dtype=np.int64), items)), shape=(1, n_items))
-    row.sum_duplicates()
-    return row
-
-
 @dataclass
 class Collaborative:
     """ALS + item-item cosine on one confidence matrix. ``fit`` once per training job; score per request."""
@@ -223,7 +216,3 @@ class Collaborative:
         per_item = self.nbytes() / max(n_items, 1)
         return {"per_million_items_mb": per_item, "per_million_users_mb": 0.0,
                 "user_factors_if_stored_mb_per_million": 4.0 * self.factors}
-
-
-def weights_of(types: Iterable[str], mapping: Mapping[str, float] = EVENT_WEIGHTS) -> np.ndarray:
-    return np.array([mapping[t] for t in types], dtype=np.float64)

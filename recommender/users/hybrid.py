@@ -111,6 +111,15 @@ class History:
     dismissed: np.ndarray
     seen: np.ndarray
 
+    def card(self) -> dict:
+        """What to record beside the model (JSON-ready): hyperparameters, blend weights, whether they were chosen."""
+        from dataclasses import asdict
+
+        col = self.collaborative
+        return {"config": asdict(self.config), "weights": self.weights, "weights_chosen": self.weights_chosen,
+                "items": self.n_items, "fit_seconds": round(self.fit_seconds, 3),
+                "bytes": col.nbytes() if col is not None else 0}
+
     def save(self, path) -> None:
         import joblib
 
@@ -311,6 +320,15 @@ class HybridModel:
             new = np.asarray(windows, dtype=np.float64) if windows is not None else np.full((len(vectors), 2), np.nan)
             self.item_windows = np.vstack([old, new])
         return np.arange(first, n)
+
+    def card(self) -> dict:
+        """What to record beside the model (JSON-ready): hyperparameters, blend weights, whether they were chosen."""
+        from dataclasses import asdict
+
+        col = self.collaborative
+        return {"config": asdict(self.config), "weights": self.weights, "weights_chosen": self.weights_chosen,
+                "items": self.n_items, "fit_seconds": round(self.fit_seconds, 3),
+                "bytes": col.nbytes() if col is not None else 0}
 
     def save(self, path) -> None:
         import joblib
