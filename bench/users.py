@@ -15,13 +15,19 @@ blend weights are chosen on a validation holdout (each user's second-to-last
 interaction), never on the test items. Recommendations are made "right after the user's
 last history event" (``now`` = its timestamp): trending counts only events before that.
 
-Two regimes, same held-out items:
+Three columns:
 
-* all users: the whole history;
-* 5-interaction users: each user cut to their first 5 interactions. Users are split
-  into 5 folds; each fold is scored by models trained on the other users' whole
-  histories plus the fold's first 5 interactions, so no model has seen more of a
-  cut user than those 5.
+* all users: the whole history -> the held-out last item;
+* first 5 interactions -> last item: each user cut to their first 5 interactions, the same
+  held-out item (for two users in three it is in the same session; for the rest weeks later);
+* first 5 interactions -> next item: the same 5, and the 6th interaction as the target.
+
+For the two cut columns users are split into 5 folds; each fold is scored by models trained on
+the other users' whole histories plus the fold's first 5 interactions, so no model has seen
+more of a cut user than those 5. A paired bootstrap over users gives 95% intervals of the
+hybrid's lead over ALS and popularity. ``--new-items`` adds a day-one check (every
+interaction of 10% of the items hidden from training), ``--scale U:E:I`` times training and
+requests on synthetic events instead. One run takes about 90 s on one core.
 
 Each method is a function ``fit(train, context) -> scorer``; ``scorer(histories, nows)``
 returns a (users x items) score matrix. ``vistas`` is today's profile (decayed centroid

@@ -180,6 +180,18 @@ def test_observed_events_count_in_trending_at_once(fitted):
     assert model.trending(NOW + DAY)[item] > before + 100
 
 
+def test_closed_sale_windows_are_never_recommended():
+    vectors, interest = catalog()
+    windows = np.full((len(vectors), 2), np.nan)
+    beach = np.flatnonzero(interest == 0)
+    windows[beach[6:9]] = [NOW - 10 * DAY, NOW - DAY]  # ended yesterday
+    windows[beach[9:]] = [NOW + DAY, NOW + 2 * DAY]  # starts tomorrow
+    model = HybridModel(HybridConfig(factors=16, iterations=10)).fit(events(interest), vectors, windows, n_users=300)
+    recs = model.recommend(history(beach[:6]), k=model.n_items, now=NOW)
+    assert not {r.item for r in recs} & set(beach[6:].tolist())
+    assert set(beach[9:].tolist()) <= {r.item for r in model.recommend(history(beach[:6]), k=5, now=NOW + 1.5 * DAY)}
+
+
 def test_weights_fall_back_to_defaults_with_too_few_events():
     vectors, interest = catalog()
     few = events(interest, users=20)
