@@ -17,7 +17,7 @@ there are too few events. Each result carries the source that contributed most a
 history-driven sources, the history item that brought it ("because you viewed X").
 
 A ``dismiss`` event removes the item for good and pushes down items like it by
-``dismiss_penalty * cosine`` (in z units of the blend).
+``dismiss_penalty * max(0, cos - dismiss_floor) / (1 - dismiss_floor)`` (in z units of the blend).
 
 Items are dense integer indexes into ``item_vectors``; callers map their string ids.
 """
@@ -97,7 +97,10 @@ class HybridConfig:
     content_power: float = 4.0
     #: Content looks at the user's strongest (recent, weighty) history items only: a bounded cost per request.
     content_history: int = 20
+    #: A dismissed item's neighbours lose ``dismiss_penalty * max(0, cos - floor) / (1 - floor)`` (z units);
+    #: items less alike than ``dismiss_floor`` lose nothing.
     dismiss_penalty: float = 1.0
+    dismiss_floor: float = 0.5
     seed: int = 0
 
 
@@ -432,11 +435,17 @@ class HybridModel:
         if cfg.dismiss_penalty:
             for u, h in enumerate(histories):
                 if len(h.dismissed):
-                    sims = np.maximum(self.item_vectors @ self.item_vectors[h.dismissed].T, 0.0).max(axis=1)
-                    penalty[u] = cfg.dismiss_penalty * sims
+                    penalty[u] = self.dismiss_push(h.dismissed)
         out["penalty"] = penalty
         out["eligible"] = eligible
         return out
+
+    def dismiss_push(self, dismissed: np.ndarray) -> np.ndarray:
+        """How far each item is pushed down for a user who dismissed ``dismissed`` (the closest one counts)."""
+        cfg = self.config
+        sims = (self.item_vectors @ self.item_vectors[dismissed].T).max(axis=1)
+        return (cfg.dismiss_penalty * np.maximum(sims - cfg.dismiss_floor, 0.0) / (1.0 - cfg.dismiss_floor)
+                ).astype(np.float32)
 
     def bucket(self, history: History) -> str:
         return "thin" if history.n_items <= THIN_ITEMS else "full"
