@@ -58,7 +58,7 @@ from recommender.users.collaborative import (  # noqa: E402
     DAY, EVENT_WEIGHTS, EventLog, confidence_matrix,
 )
 from recommender.users.hybrid import (  # noqa: E402
-    HybridConfig, HybridModel, choose_weights, first_events, hit_ndcg, rank_of, split_last, tune, user_histories,
+    SOURCES, HybridConfig, HybridModel, choose_weights, first_events, hit_ndcg, rank_of, split_last, tune, user_histories,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -294,6 +294,8 @@ def main() -> None:
     parser.add_argument("--scale", metavar="USERS:EVENTS:ITEMS",
                         help="instead: time training and one-user requests on synthetic events of that size "
                              "(e.g. 100000:1000000:100000)")
+    parser.add_argument("--ablation", action="store_true",
+                        help="also: the hybrid on all users with each source's weight set to 0 in turn")
     parser.add_argument("--new-items", action="store_true",
                         help="also: hide every interaction of 10%% of the items and score users whose held-out item is one")
     args = parser.parse_args()
@@ -351,6 +353,19 @@ def main() -> None:
                 order = np.argsort(np.concatenate([c[0] for c in chunks]), kind="stable")
                 per[name][regime] = np.concatenate([c[1] for c in chunks])[order]
             print(f"  {name:<15} first {CUT} interactions ({time.perf_counter() - t:.1f}s)", flush=True)
+
+    if args.ablation and "hybrid" in methods:
+        model = ctx.params["hybrid_fits"][0]
+        users_ = sorted(test)
+        hist = [model.history(full_hist[u], max(e["ts"] for e in full_hist[u])) for u in users_]
+        sources = model.source_scores(hist, [max(e["ts"] for e in full_hist[u]) for u in users_])
+        targets = np.array([test[u] for u in users_])
+        print("\nablation, all users (weights as chosen, one source off):")
+        for off in ("none",) + SOURCES:
+            weights = {b: {s_: (0.0 if s_ == off else w) for s_, w in ws.items()} for b, ws in model.weights.items()}
+            scores = model.blend(sources, [model.bucket(h) for h in hist], weights)
+            hr, ndcg = hit_ndcg(rank_of(scores, targets), K)
+            print(f"  without {off:<9} HR@10 {hr:.4f}  NDCG@10 {ndcg:.4f}")
 
     if args.new_items and "hybrid" in methods:
         new_items(data, train, test, full_hist, ctx, methods)
