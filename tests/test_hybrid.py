@@ -166,6 +166,8 @@ def test_also_viewed_falls_back_to_content_for_a_new_item():
 
 def test_saved_model_recommends_the_same(fitted, tmp_path):
     model, _, interest = fitted
+    card = model.card()
+    assert card["weights"] == model.weights and card["config"]["factors"] == 16 and card["bytes"] > 0
     h = history(np.flatnonzero(interest == 3)[:4])
     model.save(tmp_path / "users.joblib")
     loaded = HybridModel.load(tmp_path / "users.joblib")

@@ -114,29 +114,6 @@ class History:
     dismissed: np.ndarray
     seen: np.ndarray
 
-    def card(self) -> dict:
-        """What to record beside the model (JSON-ready): hyperparameters, blend weights, whether they were chosen."""
-        from dataclasses import asdict
-
-        col = self.collaborative
-        return {"config": asdict(self.config), "weights": self.weights, "weights_chosen": self.weights_chosen,
-                "items": self.n_items, "fit_seconds": round(self.fit_seconds, 3),
-                "bytes": col.nbytes() if col is not None else 0}
-
-    def save(self, path) -> None:
-        import joblib
-
-        joblib.dump(self, path)
-
-    @staticmethod
-    def load(path) -> "HybridModel":
-        import joblib
-
-        model = joblib.load(path)
-        if not isinstance(model, HybridModel):
-            raise TypeError(f"{path} does not hold a HybridModel")
-        return model
-
     @property
     def n_items(self) -> int:
         return len(self.items)
