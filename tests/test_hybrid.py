@@ -15,9 +15,9 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from recommender.users.collaborative import EventLog
-from recommender.users.hybrid import (
-    DEFAULT_WEIGHTS, HybridConfig, HybridModel, choose_weights, hit_ndcg, rank_of,
-)
+from recommender.users.config import DEFAULT_WEIGHTS, HybridConfig
+from recommender.users.hybrid import HybridModel
+from recommender.users.tuning import choose_weights, hit_ndcg, rank_of
 
 pytest.importorskip("implicit")
 threadpool_limits(1, "blas")  # implicit's ALS wants a single-threaded BLAS
