@@ -196,6 +196,16 @@ class HybridModel:
             self.item_windows = np.vstack([old, new])
         return np.arange(first, n)
 
+    def rebind(self, vectors: np.ndarray) -> None:
+        """New topic vectors for every item (a reindex refitted the topics, or items got their vector after
+        training): content uses them, and the map from vectors to ALS factors is refitted for items without
+        interactions."""
+        assert self.collaborative is not None
+        self.item_vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.collaborative.map_content(self.item_vectors)
+        self._proxy = None
+        self._shared_cache = {}
+
     def card(self) -> dict:
         """What to record beside the model (JSON-ready): hyperparameters, blend weights, whether they were chosen."""
         from dataclasses import asdict
@@ -330,8 +340,10 @@ class HybridModel:
         return np.where(sources["eligible"], total, -np.inf)
 
     def recommend(self, history_events: Sequence[Mapping], k: int, exclude: Iterable[int] = (),
-                  now: float | None = None) -> list[Rec]:
-        """Top ``k`` items for one user, never a seen, dismissed or excluded item, each with its source."""
+                  now: float | None = None, allowed: np.ndarray | None = None) -> list[Rec]:
+        """Top ``k`` items for one user, never a seen, dismissed or excluded item, each with its source.
+
+        ``allowed``: a boolean mask over item indexes (a client's filters); items past its end are left out."""
         now = float(now if now is not None else time.time())
         h = self.history(history_events, now)
         excluded = np.fromiter((int(i) for i in exclude), dtype=np.int64)
@@ -340,6 +352,10 @@ class HybridModel:
         sources = self.source_scores([h], [now])
         bucket = self.bucket(h)
         scores = self.blend(sources, [bucket])[0]
+        if allowed is not None:
+            keep = np.zeros(self.n_items, dtype=bool)
+            keep[:min(len(allowed), self.n_items)] = allowed[:self.n_items]
+            scores[~keep] = -np.inf
         k = min(k, int(np.isfinite(scores).sum()))
         if k <= 0:
             return []
