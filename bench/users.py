@@ -27,12 +27,15 @@ the other users' whole histories plus the fold's first 5 interactions, so no mod
 more of a cut user than those 5. A paired bootstrap over users gives 95% intervals of the
 hybrid's lead over ALS and popularity. ``--new-items`` adds a day-one check (every
 interaction of 10% of the items hidden from training), ``--scale U:E:I`` times training and
-requests on synthetic events instead. One run takes about 90 s on one core.
+requests on synthetic events instead. One run takes a few minutes on one core.
 
-Each method is a function ``fit(train, context) -> scorer``; ``scorer(histories, nows)``
-returns a (users x items) score matrix. ``vistas`` is today's profile (decayed centroid
-of topic vectors blended with all-time popularity, replicated from
-``recommender/events.py``); ``hybrid`` is ``recommender.users.hybrid``.
+Each method is a function ``fit(train, context) -> scorer``; ``scorer(users, histories, nows)``
+returns a (users x items) score matrix. ``vistas`` is the product through its real code path
+(``bench/users_product.py``: the events written to a real Redis with their timestamps, ``vistas
+eval --users`` and ``vistas train-users`` logic, answers from ``GET /v1/users/{uid}/recommendations``
+with an injected clock). Optional: ``vistas (no model)``, the same API before any training (affinity
+profile blended with popularity); ``hybrid (model only)``, ``recommender.users.hybrid`` called
+directly, with ``--ablation`` (each source off in turn).
 """
 
 from __future__ import annotations
@@ -50,9 +53,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 
-from recommender.users.collaborative import (  # noqa: E402
-    DAY, EVENT_WEIGHTS, EventLog, confidence_matrix,
-)
+from recommender.users.collaborative import EventLog, confidence_matrix  # noqa: E402
 from recommender.users.config import SOURCES, HybridConfig  # noqa: E402
 from recommender.users.hybrid import HybridModel  # noqa: E402
 from recommender.users.tuning import (  # noqa: E402
@@ -60,6 +61,7 @@ from recommender.users.tuning import (  # noqa: E402
 )
 
 from bench.users_data import PACKAGE, VERSION, Dataset, item_vectors, load, scale  # noqa: E402
+from bench.users_product import Product  # noqa: E402
 
 K = 10
 CUT = 5
@@ -68,7 +70,7 @@ FOLDS = 5
 
 # -- methods -----------------------------------------------------------------------------
 Histories = Sequence[list[dict]]
-Scorer = Callable[[Histories, Sequence[float]], np.ndarray]
+Scorer = Callable[[Sequence[int], Histories, Sequence[float]], np.ndarray]
 
 
 @dataclass
@@ -90,7 +92,7 @@ def binary_rows(histories: Histories, n_items: int) -> sp.csr_matrix:
 
 def fit_popularity(train: EventLog, ctx: Context) -> Scorer:
     counts = confidence_matrix(train, ctx.n_users, ctx.n_items, 0.0, binary=True).sum(axis=0).A1
-    return lambda histories, nows: np.broadcast_to(counts, (len(histories), ctx.n_items)).astype(np.float32)
+    return lambda users, histories, nows: np.broadcast_to(counts, (len(histories), ctx.n_items)).astype(np.float32)
 
 
 def fit_knn(train: EventLog, ctx: Context) -> Scorer:
@@ -101,7 +103,7 @@ def fit_knn(train: EventLog, ctx: Context) -> Scorer:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ParameterWarning)
         knn.fit(confidence_matrix(train, ctx.n_users, ctx.n_items, 0.0, binary=True), show_progress=False)
-    return lambda histories, nows: np.asarray((binary_rows(histories, ctx.n_items) @ knn.similarity).todense())
+    return lambda users, histories, nows: np.asarray((binary_rows(histories, ctx.n_items) @ knn.similarity).todense())
 
 
 def fit_als(train: EventLog, ctx: Context) -> Scorer:
@@ -112,51 +114,11 @@ def fit_als(train: EventLog, ctx: Context) -> Scorer:
                                   iterations=p.get("iterations", 15), random_state=0, num_threads=1)
     als.fit(confidence_matrix(train, ctx.n_users, ctx.n_items, 0.0, binary=True), show_progress=False)
 
-    def score(histories: Histories, nows: Sequence[float]) -> np.ndarray:
+    def score(users: Sequence[int], histories: Histories, nows: Sequence[float]) -> np.ndarray:
         rows = binary_rows(histories, ctx.n_items)
         return als.recalculate_user(np.arange(rows.shape[0]), rows) @ als.item_factors.T
 
     return score
-
-
-def fit_vistas_today(train: EventLog, ctx: Context, half_life_days: float = 14.0, k: int = K) -> Scorer:
-    """Today's ``recommend_for_user`` (recommender/events.py), replicated on arrays."""
-    keep = ~train.dismissed
-    popularity = np.bincount(train.item[keep], weights=train.weight[keep], minlength=ctx.n_items)
-    want = k + 5  # recommend.MARGIN
-    popular = np.argsort(-popularity, kind="stable")[:20 * want]
-    vectors = ctx.vectors
-
-    def one(history: list[dict], now: float) -> np.ndarray:
-        scores = np.full(ctx.n_items, -np.inf, dtype=np.float32)
-        allowed = np.ones(ctx.n_items, dtype=bool)
-        allowed[[e["item"] for e in history]] = False
-        vector = np.zeros(vectors.shape[1], dtype=np.float64)
-        strength = 0.0
-        for e in history:
-            w = EVENT_WEIGHTS[e["type"]] * 0.5 ** (max(now - e["ts"], 0.0) / (half_life_days * DAY))
-            vector += w * vectors[e["item"]]
-            strength += w
-        has = bool(np.any(vector))
-        alpha = strength / (strength + 8.0) if has else 0.0
-        unit = vector / max(np.linalg.norm(vector), 1e-12)
-        sims = vectors @ unit if has else np.zeros(ctx.n_items)
-        chosen: dict[int, float] = {}
-        if has:
-            nums = np.flatnonzero(allowed)
-            top = nums[np.argsort(-sims[nums], kind="stable")[:3 * want]]
-            chosen = {int(n): alpha * float(sims[n]) for n in top}
-        pop = [int(n) for n in popular if allowed[n]]
-        if pop:
-            top_score = popularity[pop[0]] or 1.0
-            for n in pop:
-                chosen[n] = chosen.get(n, alpha * float(sims[n])) + (1 - alpha) * popularity[n] / top_score
-        order = sorted(chosen.items(), key=lambda kv: -kv[1])[:want]
-        for rank, (n, _) in enumerate(order):
-            scores[n] = want - rank
-        return scores
-
-    return lambda histories, nows: np.stack([one(h, t) for h, t in zip(histories, nows)])
 
 
 def fit_hybrid(train: EventLog, ctx: Context) -> Scorer:
@@ -165,20 +127,40 @@ def fit_hybrid(train: EventLog, ctx: Context) -> Scorer:
     model.fit(train, ctx.vectors, n_users=ctx.n_users)
     ctx.params.setdefault("hybrid_fits", []).append(model)
 
-    def score(histories: Histories, nows: Sequence[float]) -> np.ndarray:
+    def score(users: Sequence[int], histories: Histories, nows: Sequence[float]) -> np.ndarray:
         hist = [model.history(h, t) for h, t in zip(histories, nows)]
         return model.blend(model.source_scores(hist, nows), [model.bucket(h) for h in hist])
 
     return score
 
 
+def fit_vistas(train: EventLog, ctx: Context) -> Scorer:
+    """The product: events into Redis, ``train-users``, answers from the API (``bench/users_product.py``)."""
+    product: Product = ctx.params["product"]
+    product.write_events(train)
+    report = product.train()
+    ctx.params.setdefault("vistas_fits", []).append(report)
+    return product.scorer()
+
+
+def fit_vistas_untrained(train: EventLog, ctx: Context) -> Scorer:
+    """The product before any training: the API answers from affinity profiles blended with popularity."""
+    product: Product = ctx.params["product"]
+    product.write_events(train)
+    product.untrain()
+    return product.scorer()
+
+
 METHODS: dict[str, Callable[[EventLog, Context], Scorer]] = {
     "popularity": fit_popularity,
     "item-kNN": fit_knn,
     "ALS": fit_als,
-    "vistas (today)": fit_vistas_today,
-    "hybrid": fit_hybrid,
+    "vistas": fit_vistas,
+    "vistas (no model)": fit_vistas_untrained,
+    "hybrid (model only)": fit_hybrid,
 }
+DEFAULT_METHODS = ("popularity", "item-kNN", "ALS", "vistas")
+PRODUCT = ("vistas", "vistas (no model)")
 
 
 # -- evaluation --------------------------------------------------------------------------
@@ -189,7 +171,7 @@ def ranks(scorer: Scorer, histories: dict[int, list[dict]], targets: dict[int, i
     for start in range(0, len(users), batch):
         chunk = users[start:start + batch]
         hist = [histories[u] for u in chunk]
-        scores = np.array(scorer(hist, [max(e["ts"] for e in h) for h in hist]), dtype=np.float64, copy=True)
+        scores = np.array(scorer(chunk, hist, [max(e["ts"] for e in h) for h in hist]), dtype=np.float64, copy=True)
         for r, h in enumerate(hist):
             scores[r, [e["item"] for e in h]] = -np.inf
         out.append(rank_of(scores, np.array([targets[u] for u in chunk])))
@@ -232,7 +214,8 @@ def tune_als(train: EventLog, ctx: Context) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ", ".join(METHODS))
+    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                        help="comma-separated subset of " + ", ".join(METHODS))
     parser.add_argument("--no-cut", action="store_true", help="skip the 5-interaction users")
     parser.add_argument("--quick", action="store_true", help="default hyperparameters, no validation search")
     parser.add_argument("--scale", metavar="USERS:EVENTS:ITEMS",
@@ -260,7 +243,16 @@ def main() -> None:
         t = time.perf_counter()
         ctx.params["als"] = {} if args.quick else tune_als(train, ctx)
         print(f"ALS chosen on validation: {ctx.params['als']}  ({time.perf_counter() - t:.1f}s)")
-    if "hybrid" in methods:
+    if any(m in PRODUCT for m in methods):
+        t = time.perf_counter()
+        ctx.params["product"] = product = Product(data)
+        print(f"product: {data.n_items} tag-only items ingested into an embedded Redis  ({time.perf_counter() - t:.1f}s)")
+        t = time.perf_counter()
+        product.write_events(train)
+        tuning = product.tune(args.quick)
+        print(f"vistas eval --users (chosen={tuning['chosen']}): config {tuning['config']}\n  weights {tuning['weights']}"
+              f"\n  validation {tuning['validation']}  ({time.perf_counter() - t:.1f}s)")
+    if "hybrid (model only)" in methods:
         t = time.perf_counter()
         if args.quick:
             config = HybridConfig()
@@ -298,7 +290,7 @@ def main() -> None:
                 per[name][regime] = np.concatenate([c[1] for c in chunks])[order]
             print(f"  {name:<15} first {CUT} interactions ({time.perf_counter() - t:.1f}s)", flush=True)
 
-    if args.ablation and "hybrid" in methods:
+    if args.ablation and "hybrid (model only)" in methods:
         model = ctx.params["hybrid_fits"][0]
         users_ = sorted(test)
         hist = [model.history(full_hist[u], max(e["ts"] for e in full_hist[u])) for u in users_]
@@ -311,18 +303,25 @@ def main() -> None:
             hr, ndcg = hit_ndcg(rank_of(scores, targets), K)
             print(f"  without {off:<9} HR@10 {hr:.4f}  NDCG@10 {ndcg:.4f}")
 
-    if args.new_items and "hybrid" in methods:
+    if args.new_items:
         new_items(data, train, test, full_hist, ctx, methods)
 
     results = {m: {r: tuple(v.mean(axis=0).tolist()) for r, v in by.items()} for m, by in per.items()}
     report(results)
-    if "hybrid" in per and "ALS" in per:
-        for regime in per["hybrid"]:
+    for lead in ("vistas", "hybrid (model only)"):
+        for regime in per.get(lead, {}):
             for base in ("ALS", "popularity"):
                 if base in per and regime in per[base]:
-                    (hr_lo, nd_lo), (hr_hi, nd_hi) = paired_ci(per["hybrid"][regime], per[base][regime])
-                    print(f"hybrid - {base:<10} {regime:<4}: HR@10 [{hr_lo:+.4f}, {hr_hi:+.4f}]  "
+                    (hr_lo, nd_lo), (hr_hi, nd_hi) = paired_ci(per[lead][regime], per[base][regime])
+                    print(f"{lead} - {base:<10} {regime:<4}: HR@10 [{hr_lo:+.4f}, {hr_hi:+.4f}]  "
                           f"NDCG@10 [{nd_lo:+.4f}, {nd_hi:+.4f}]  (95% paired bootstrap over users)")
+    trained = ctx.params.get("vistas_fits")
+    if trained:
+        first = trained[0]
+        print(f"\nvistas train-users on {first.events} events of {first.users} users: {first.seconds:.2f}s "
+              f"({', '.join(f'{k} {v:.2f}s' for k, v in first.phases.items())}), model {first.model_bytes / 1e6:.2f} MB")
+    if "product" in ctx.params:
+        ctx.params["product"].close()
     fits = ctx.params.get("hybrid_fits")
     if fits:
         model = fits[0]

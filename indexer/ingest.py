@@ -115,4 +115,5 @@ def enqueue(entries: Sequence[Entry], store: Store, progress: bool = True) -> in
 def forget_everything(settings: Settings, store: Store) -> None:
     """Delete every item, stream and version of this key prefix and data directory (`ingest --reset`)."""
     store.clear()
-    shutil.rmtree(settings.data_dir / "versions", ignore_errors=True)
+    for folder in ("versions", "user-models"):
+        shutil.rmtree(settings.data_dir / folder, ignore_errors=True)
