@@ -4,8 +4,10 @@ is never committed), and synthetic clustered events for the ``--scale`` timings.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import zipfile
 from dataclasses import dataclass
@@ -13,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from recommender.users.collaborative import DAY, EventLog
+from recommender.store.users import SCAN_BATCH
+from recommender.users.collaborative import DAY, EVENT_WEIGHTS, EventLog
 from recommender.users.config import HybridConfig
 from recommender.users.hybrid import HybridModel
 
@@ -74,8 +77,41 @@ def item_vectors(tags: list[list[tuple[str, float]]]) -> np.ndarray:
     return TopicModel(n_topics=30, representation="tags").fit(tags, None)
 
 
-def scale(n_users: int, n_events: int, n_items: int, requests: int = 200, seed: int = 0) -> None:
-    """Training time and request latency of the hybrid on synthetic clustered events (one thread)."""
+def read_from_store(events: EventLog) -> float:
+    """Write ``events`` into an embedded Redis as the API stores them, then time how long ``vistas train-users``
+    takes to read them back (``indexer.users.read_user_events``): the part of training that is not the fit."""
+    from indexer.embedded_redis import EmbeddedRedis
+    from indexer.users import read_user_events
+    from recommender.store import Store
+
+    directory = Path(tempfile.mkdtemp(prefix="vistas-scale-"))
+    try:
+        with EmbeddedRedis(directory, persist=False) as server:
+            store = Store.from_url(server.url, "scale")
+            order = np.lexsort((events.ts, events.user))
+            users, starts = np.unique(events.user[order], return_index=True)
+            pipe = store.r.pipeline(transaction=False)
+            for n, (user, rows) in enumerate(zip(users.tolist(), np.split(order, starts[1:]))):
+                batch = [{"item": f"i{i}", "type": k, "ts": t} for i, k, t in
+                         zip(events.item[rows].tolist(), events.kind[rows].tolist(), events.ts[rows].tolist())]
+                store.users.add_events(f"u{user}", batch, [EVENT_WEIGHTS[e["type"]] for e in batch], 200, pipe)
+                if n % 200 == 199:
+                    pipe.execute()
+            pipe.execute()
+            nums = {f"i{i}": i for i in range(int(events.item.max()) + 1)}
+            t = time.perf_counter()
+            read, _ = read_user_events(store, nums)
+            seconds = time.perf_counter() - t
+            assert len(read) == len(events)
+            return seconds
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def scale(n_users: int, n_events: int, n_items: int, requests: int = 200, seed: int = 0,
+          through_store: bool = True) -> None:
+    """Training time and request latency of the hybrid on synthetic clustered events (one thread), and the
+    time ``train-users`` takes to read that many events back from Redis."""
     rng = np.random.default_rng(seed)
     clusters = 100
     item_cluster = rng.integers(0, clusters, n_items)
@@ -97,6 +133,10 @@ def scale(n_users: int, n_events: int, n_items: int, requests: int = 200, seed: 
     vectors = np.abs(rng.normal(0, 0.2, (n_items, 30))).astype(np.float32)
     vectors[np.arange(n_items), item_cluster % 30] += 1.0
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    if through_store:
+        read = read_from_store(events)
+        print(f"train-users' read: {n_events} events of {n_users} users back from Redis (SCAN, {SCAN_BATCH} lists a "
+              f"round trip) into arrays in {read:.1f}s")
     t = time.perf_counter()
     model = HybridModel(HybridConfig()).fit(events, vectors, n_users=n_users, now=now)
     fit = time.perf_counter() - t

@@ -108,6 +108,24 @@ def test_two_interest_users_get_both_with_reasons(client: FlaskClient) -> None:
     client.delete("/v1/users/two-interests")
 
 
+def test_events_after_training_count_at_once(client: FlaskClient) -> None:
+    """The user's own through their history; everyone's through the activity stream (trending, popularity)."""
+    post(client, "late", ["boat-3"])
+    assert any(r["reasons"]["because_of"] == ["boat-3"] for r in recommend(client, "late")["items"])
+    newcomer = [r["id"] for r in recommend(client, "newcomer")["items"]]
+    hot = next(f"food-{i}" for i in range(PER) if f"food-{i}" not in newcomer[:3])
+    for u in range(40):
+        post(client, f"buyer-{u}", [hot], kind="purchase", start=NOW - 60)
+    try:
+        wait_for(lambda: recommend(client, "newcomer")["items"][0]["id"] == hot, 10, "the bought item to trend")
+        top = recommend(client, "newcomer")["items"][0]["reasons"]
+        assert top["source"] in ("trending", "popular") and top["popular"]
+    finally:
+        for u in range(40):
+            client.delete(f"/v1/users/buyer-{u}")
+        client.delete("/v1/users/late")
+
+
 def test_dismiss_holds_and_pushes_alike_items_down(client: FlaskClient) -> None:
     post(client, "dismisser", ["city-0", "city-1", "city-2"])
     before = recommend(client, "dismisser", k=30, active_at="any")["items"]
