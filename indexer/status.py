@@ -7,16 +7,18 @@ import time
 from recommender.settings import Settings
 from recommender.store import Store
 from recommender.store.workers import WORKER_ALIVE_S
+from recommender.users.live import FOLDER
 from recommender.versions import VersionStore
 
 DEAD_LETTERS_SHOWN = 3
 
 
 def report(settings: Settings, store: Store) -> str:
-    """The status as text: index version, queues, dead letters, workers, the last reindex."""
+    """The status as text: index version, user model, queues, dead letters, workers, the last reindex."""
     lines = [f"catalog    {store.items.count():,} items (Redis {settings.redis_url_or_default}, "
              f"prefix {store.keys.prefix})"]
     lines += _version(settings, store)
+    lines += _users(settings, store)
     stats = store.queue.stats()
     queues = []
     for key, name in ((store.keys.ingest, "ingest"), (store.keys.retag, "retag")):
@@ -44,6 +46,20 @@ def _version(settings: Settings, store: Store) -> list[str]:
     built = f", built in {m['build_seconds']}s" if "build_seconds" in m else ""
     return [(f"index      version {current}: {m.get('items', 0):,} items, {m.get('topics')} topics, "
              f"created {m.get('created_at')}{built} (kept on disk: {kept})")]
+
+
+def _users(settings: Settings, store: Store) -> list[str]:
+    """The served user model and the weights it was trained with."""
+    files = VersionStore(settings.data_dir, FOLDER)
+    current = store.users.model_version()
+    tuning = store.users.tuning()
+    chosen = ("weights chosen by `vistas eval --users`" if tuning and tuning["chosen"]
+              else "default weights (run `vistas eval --users`)")
+    if not current or not files.exists(current):
+        return [f"users      no user model yet (`vistas train-users`); {chosen}"]
+    m = files.manifest(current)
+    return [f"users      model {current}: {m['users']:,} users, {m['events']:,} events, "
+            f"fit in {m['card']['fit_seconds']}s; {'chosen' if m['card']['weights_chosen'] else 'default'} weights"]
 
 
 def _workers(store: Store) -> list[str]:

@@ -94,9 +94,10 @@ class UserVerbs:
             allowed = self.live.eligibility.mask(filters)
             with served.lock:
                 row = served.model.collaborative.similarity[num]
-            for j in row.indices[np.argsort(-row.data, kind="stable")].tolist():
-                if j < len(allowed) and allowed[j] and j in index.ids:
-                    hits.append(Hit(j, float(row[0, j])))
+            order = np.argsort(-row.data, kind="stable")
+            for j, score in zip(row.indices[order].tolist(), row.data[order].tolist()):
+                if score > 0 and j < len(allowed) and allowed[j] and j in index.ids:
+                    hits.append(Hit(j, score))
                     if len(hits) >= want:
                         break
         collaborative = {h.num for h in hits}

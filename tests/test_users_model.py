@@ -24,7 +24,7 @@ from flask.testing import FlaskClient
 from indexer.embedded_redis import EmbeddedRedis
 from indexer.ingest import ingest
 from indexer.manifest import Entry
-from indexer.users import read_events, served_items, train_users, tune_users
+from indexer.users import read_events, served_items, train_users
 from recommender.app import create_app
 from recommender.events import EVENT_WEIGHTS
 from recommender.settings import Settings
@@ -165,9 +165,14 @@ def test_a_new_item_reaches_similar_users_before_any_event_and_also_falls_back_t
 
 
 def test_the_weights_eval_records_are_the_ones_the_api_uses(shop: Settings, store: Store) -> None:
-    tuning = tune_users(shop, store, quick=True)
-    assert tuning["chosen"] and set(tuning["weights"]) == {"thin", "full"}
+    done = subprocess.run([*VISTAS, "eval", "--users", "--quick"], capture_output=True, text=True, env=env_for(shop))
+    assert done.returncode == 0, done.stderr
+    assert "recorded in Redis" in done.stdout and "too few" not in done.stdout, done.stdout
+    tuning = store.users.tuning()
+    assert tuning["chosen"] and set(tuning["weights"]) == {"thin", "full"} and tuning["validation"]
     report = train_users(shop, store, clock=lambda: NOW)
+    status = subprocess.run([*VISTAS, "status"], capture_output=True, text=True, env=env_for(shop)).stdout
+    assert f"users      model {report.version}: " in status and "chosen weights" in status, status
     app = create_app(shop, clock=lambda: NOW)
     client = app.test_client()
     post(client, "weighed", ["boat-0", "boat-1"])
@@ -258,3 +263,19 @@ def test_training_swaps_in_under_load_with_no_failed_request(shop: Settings, sto
     assert models[0] == start and models[-1] == start + 2
     kept = sorted(int(p.name) for p in (Path(shop.data_dir) / "user-models").iterdir() if p.name.isdigit())
     assert len(kept) <= shop.keep_versions and kept[-1] == start + 2
+
+
+def test_too_few_events_record_the_defaults(settings: Settings) -> None:
+    from recommender.users.config import DEFAULT_WEIGHTS
+
+    store = Store.from_url(settings.redis_url_or_default, settings.key_prefix)
+    entries = [Entry(Item(id=f"{name}-{i}", given_tags=tags[:3]), None) for name, tags in INTERESTS.items()
+               for i in range(3)]
+    ingest(entries, settings.with_(n_topics=4), store, progress=False)
+    events = [{"item": f"beach-{i}", "type": "click", "ts": NOW - 60 * i} for i in range(3)]
+    store.users.add_events("only-one", events, [2.0] * 3, 200)
+    done = subprocess.run([*VISTAS, "eval", "--users"], capture_output=True, text=True, env=env_for(settings))
+    assert done.returncode == 0 and "too few to choose from (3 events < 2000)" in done.stdout, done.stdout + done.stderr
+    assert store.users.tuning()["weights"] == DEFAULT_WEIGHTS and not store.users.tuning()["chosen"]
+    report = train_users(settings, store, clock=lambda: NOW)
+    assert report.users == 1 and report.events == 3 and not report.weights_chosen
