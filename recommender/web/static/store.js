@@ -20,7 +20,7 @@
     offset: 0,
     product: null,        // the item id on the product page
     clicked: null,        // the item id whose card was just clicked (its page sends "click", not "view")
-    carts: new Map(),     // user -> items added to the cart in this tab
+    carts: new Map(),     // user -> the item ids they added to the cart in this tab
     refreshes: 0,         // "for you" answers shown, for tests and for dropping stale answers
   };
 
@@ -90,18 +90,24 @@
     return item && item.title ? item.title : id;
   }
 
-  /** Why a result is here, in a line: the API's own sentence when it writes one, else one made from its parts. */
-  function reasonText(reasons) {
+  function category(item) {
+    return (item.category || item.kind || "").replace(/_/g, " ");
+  }
+
+  /** Why a result is here, in a line: the API's own sentence when it writes one, else one made from its parts
+   * (a topic's name is its top tags, so one topic says enough). */
+  function reasonText(reasons, forUser) {
     if (!reasons) return "";
     if (reasons.text) return reasons.text;
-    const topics = (reasons.topics || []).slice(0, 2).map((t) => t.name);
-    const shared = topics.length ? `shared topics: ${topics.join(", ")}` : "";
+    const tags = (reasons.tags || []).slice(0, 3);
+    const topic = reasons.topics && reasons.topics.length ? `shared topic: ${reasons.topics[0].name}` : "";
+    const shared = tags.length ? `shared tags: ${tags.join(", ")}` : topic;
+    if (!forUser) return shared;
     if (reasons.popular) return "popular right now";
     if (reasons.because_of && reasons.because_of.length) {
       return `because you viewed ${title(reasons.because_of[0])}${shared ? ` — ${shared}` : ""}`;
     }
-    if (reasons.tags && reasons.tags.length) return `shared tags: ${reasons.tags.slice(0, 3).join(", ")}`;
-    return shared ? `close to your taste — ${shared}` : "";
+    return shared ? `close to what you viewed — ${shared}` : "";
   }
 
   function el(tag, className, text) {
@@ -121,7 +127,8 @@
     return img;
   }
 
-  /** A product card; ``options.reason`` adds the result's reason, ``options.dismiss`` a "not interested" button. */
+  /** A product card; ``options.reason`` adds the result's reason (said to the shopper when ``options.forUser``),
+   * ``options.dismiss`` a "not interested" button. */
   function card(item, options = {}) {
     const li = el("li", "card");
     li.dataset.id = item.id;
@@ -129,12 +136,16 @@
     open.href = `#item=${encodeURIComponent(item.id)}`;
     open.addEventListener("click", () => { state.clicked = item.id; });
     open.append(photo(item), el("span", "title", item.title || item.id));
-    const meta = [item.category, price(item.price)].filter(Boolean).join(" · ");
+    const meta = [category(item), price(item.price)].filter(Boolean).join(" · ");
     if (meta) open.append(el("span", "meta", meta));
     li.append(open);
     if (options.reason) {
-      const line = reasonText(item.reasons);
-      if (line) li.append(el("p", "reason", line));
+      const line = reasonText(item.reasons, options.forUser);
+      if (line) {
+        const reason = li.appendChild(el("p", "reason"));
+        reason.append(el("span", "", line));
+        reason.title = line;  // the whole line, where the card cuts it short
+      }
     }
     if (options.dismiss) {
       const button = el("button", "dismiss", "Not interested");
@@ -178,19 +189,22 @@
     }
   }
 
-  /** The user's recommendations, with the titles their reasons name; a later answer wins over an earlier one. */
+  /** The user's recommendations, with the titles their reasons name; a later answer wins over an earlier one.
+   * The product on screen and the cart's items are left out: the shopper has them already. */
   async function loadForYou() {
     const list = $("#for-you");
     const asked = ++state.refreshes;
     const user = state.user;
+    const exclude = [...new Set([state.product, ...(state.carts.get(user) || [])].filter(Boolean))];
+    const query = `k=${ROW}${exclude.length ? `&exclude=${exclude.map(encodeURIComponent).join(",")}` : ""}`;
     list.dataset.state = "loading";
     try {
-      const answer = await api("GET", userURL(`/recommendations?k=${ROW}`));
+      const answer = await api("GET", userURL(`/recommendations?${query}`));
       const named = answer.items.flatMap((r) => (r.reasons && r.reasons.because_of) || []);
       await Promise.all([...new Set(named)].filter((id) => !state.known.has(id))
         .map((id) => api("GET", itemURL(id)).then((item) => remember([item]), () => {})));
       if (asked !== state.refreshes || user !== state.user) return;
-      fill(list, remember(answer.items), { reason: true, dismiss: state.features.dismiss }, "nothing to recommend yet");
+      fill(list, remember(answer.items), { reason: true, forUser: true, dismiss: state.features.dismiss }, "nothing to recommend yet");
       list.dataset.refresh = String(asked);
       list.dataset.user = user;
     } catch (error) {
@@ -233,7 +247,7 @@
       const item = remember([await api("GET", itemURL(id))])[0];
       if (state.product !== id) return;
       $("#product-title").textContent = item.title || item.id;
-      $("#product-category").textContent = item.category || item.kind || "";
+      $("#product-category").textContent = category(item);
       $("#product-price").textContent = price(item.price);
       $("#product-tags").textContent = item.tags.slice(0, 6).map((t) => t.tag).join(" · ");
     } catch (error) {
@@ -273,7 +287,7 @@
   }
 
   function updateCart() {
-    $("#cart").textContent = `cart: ${state.carts.get(state.user) || 0}`;
+    $("#cart").textContent = `cart: ${(state.carts.get(state.user) || []).length}`;
   }
 
   function notify(text) {
@@ -349,7 +363,7 @@
   $("#forget").addEventListener("click", forget);
   $("#add-to-cart").addEventListener("click", async () => {
     const id = state.product;
-    state.carts.set(state.user, (state.carts.get(state.user) || 0) + 1);
+    state.carts.set(state.user, [...(state.carts.get(state.user) || []), id]);
     updateCart();
     $("#add-to-cart").textContent = "Added ✓";
     await send("add_to_cart", id);
