@@ -1,4 +1,5 @@
-"""Items: write, delete, list a page, read one, its thumbnail, and the items most similar to it."""
+"""Items: write, delete, list a page, read one, its thumbnail, the items most similar to it, and the items viewed
+with it."""
 
 from __future__ import annotations
 
@@ -88,11 +89,29 @@ def similar(item_id: str):
     rec = recommender()
     filters = filters_arg(rec.live, s.clock())
     results = rec.similar_items(item_id_arg(item_id), k, filters, diversity)
-    if results is None:  # not served: say why (unknown, deleted, queued, failed)
-        item = get_item_or_404(item_id)
-        reason = item.reason or f"not in index version {rec.live.version} yet"
-        raise ApiError(409, "item_not_indexed", f"item {item_id!r} is {item.status}: {reason}")
+    if results is None:
+        _not_served(item_id, rec.live.version)
     return jsonify({"items": results, "version": rec.live.version})
+
+
+@bp.get("/<item_id>/also")
+@require("client")
+def also(item_id: str):
+    """"Customers also viewed": co-occurrence from the user model, filled from content for new items."""
+    s = state()
+    k = int_arg("k", 10, 1, s.settings.max_k)
+    rec = recommender()
+    results = rec.also_viewed(item_id_arg(item_id), k, filters_arg(rec.live, s.clock()))
+    if results is None:
+        _not_served(item_id, rec.live.version)
+    return jsonify({"items": results, "version": rec.live.version})
+
+
+def _not_served(item_id: str, version: int) -> None:
+    """Say why an item is not served: unknown or deleted (404), queued or failed (409)."""
+    item = get_item_or_404(item_id)
+    reason = item.reason or f"not in index version {version} yet"
+    raise ApiError(409, "item_not_indexed", f"item {item_id!r} is {item.status}: {reason}")
 
 
 @bp.put("/<item_id>")
