@@ -132,6 +132,7 @@
   function card(item, options = {}) {
     const li = el("li", "card");
     li.dataset.id = item.id;
+    if (item.reasons && item.reasons.source) li.dataset.source = item.reasons.source;
     const open = el("a", "open");
     open.href = `#item=${encodeURIComponent(item.id)}`;
     open.addEventListener("click", () => { state.clicked = item.id; });
