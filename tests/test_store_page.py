@@ -18,6 +18,7 @@ from playwright.sync_api import Browser, Page, Route, expect
 from indexer.embedded_redis import EmbeddedRedis
 from indexer.ingest import ingest
 from indexer.manifest import read_catalog
+from recommender.app import create_app
 from recommender.model.tagger import Tagger
 from recommender.settings import Settings
 from recommender.store import Store
@@ -229,8 +230,9 @@ def test_with_api_keys_the_store_asks_for_a_client_key(shop: Settings, store: St
 
 
 def test_an_api_without_also_or_dismiss_gets_neither_row_nor_button(shop: Settings, browser: Browser) -> None:
-    """The page reads what the API offers from its description, so an older API costs no 404s and no errors."""
-    page = browser.new_page(viewport={"width": 900, "height": 800})
+    """The page reads what the API offers from its description, so an older API costs no 404s and no errors.
+    On a phone-sized screen, the rows scroll sideways and the grid keeps two columns."""
+    page = browser.new_page(viewport={"width": 390, "height": 844})
     errors = watch_errors(page)
 
     def older(route: Route) -> None:
@@ -250,6 +252,20 @@ def test_an_api_without_also_or_dismiss_gets_neither_row_nor_button(shop: Settin
         page.locator("#grid .card a").first.click()
         expect(page.locator("#similar")).to_have_attribute("data-state", "ready")
         expect(page.locator("#also-block")).to_be_hidden()
+        page.wait_for_timeout(300)  # the thumbnails, for the screenshot
+        page.screenshot(path=str(ARTIFACTS / "store-narrow.png"), full_page=True)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390  # nothing wider than the screen
         page.click("#forget")
         expect(page.locator("#notice")).to_contain_text("Forgot ana")
     assert errors == []
+
+
+def test_the_catalog_listing_pages_through_every_served_item(shop: Settings, store: Store) -> None:
+    client = create_app(shop).test_client()
+    pages = [client.get(f"/v1/items?limit=7&offset={offset}").get_json() for offset in range(0, 36, 7)]
+    listed = [item["id"] for page in pages for item in page["items"]]
+    assert sorted(listed) == sorted(store.items.ids()) and len(set(listed)) == len(SHOP) * PER_CATEGORY
+    assert all(page["total"] == len(listed) for page in pages) and pages[-1]["items"] == []
+    first = pages[0]["items"][0]
+    assert first["photo"] is True and first["price"] == 8.95 and first["topics"]
+    assert client.get("/v1/items?limit=101").status_code == 400
