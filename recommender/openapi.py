@@ -138,8 +138,8 @@ def spec() -> dict[str, Any]:
                                               "503": _json({"type": "object"}, "Not ready, with the failing checks")}}},
             "/v1/items": {"get": {
                 "summary": "The served catalog a page at a time, in index order (a storefront grid)",
-                "parameters": [_param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 100, "default": 24},
-                                      "Items per page"),
+                "parameters": [_param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 100,
+                                                         "default": 24}, "Items per page"),
                                _param("offset", "query", {"type": "integer", "minimum": 0, "maximum": 10**9,
                                                           "default": 0}, "Items to skip")],
                 "responses": {"200": _json(_ref("ItemPage"), "A page of items"), **COMMON_ERRORS}}},

@@ -39,7 +39,8 @@ def shop(redis_server: EmbeddedRedis, tagger: Tagger, tmp_path_factory: pytest.T
     """A catalog of its own: the page's events move popularity, which other modules' catalogs must not see."""
     rows = [r for category in SHOP for r in [r for r in demo_rows() if r["category"] == category][:PER_CATEGORY]]
     directory = tmp_path_factory.mktemp("shop")
-    settings = Settings(redis_url=redis_server.url, data_dir=directory / "data", key_prefix=f"shop-{uuid.uuid4().hex[:8]}")
+    settings = Settings(redis_url=redis_server.url, data_dir=directory / "data",
+                        key_prefix=f"shop-{uuid.uuid4().hex[:8]}")
     store = Store.from_url(settings.redis_url_or_default, settings.key_prefix)
     ingest(read_catalog(write_manifest(rows, directory)), settings, store, tagger=tagger, progress=False)
     yield settings
@@ -60,7 +61,8 @@ def wait_for_for_you(page: Page, after: int, user: str) -> list[str]:
     """Wait for a "for you" answer asked after refresh number ``after``, for ``user``; its reason lines."""
     page.wait_for_function(
         """([after, user]) => { const row = document.querySelector('#for-you');
-           return row.dataset.state === 'ready' && Number(row.dataset.refresh) > after && row.dataset.user === user; }""",
+           return row.dataset.state === 'ready' && Number(row.dataset.refresh) > after
+             && row.dataset.user === user; }""",
         arg=[after, user])
     return page.locator("#for-you .card .reason").all_inner_texts()
 

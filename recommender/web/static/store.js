@@ -82,7 +82,8 @@
   // -- cards and reasons ------------------------------------------------------------
 
   function price(value) {
-    return typeof value === "number" ? value.toLocaleString("en", { minimumFractionDigits: 2, maximumFractionDigits: 2 }) : "";
+    if (typeof value !== "number") return "";
+    return value.toLocaleString("en", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
   }
 
   function title(id) {
@@ -205,7 +206,8 @@
       await Promise.all([...new Set(named)].filter((id) => !state.known.has(id))
         .map((id) => api("GET", itemURL(id)).then((item) => remember([item]), () => {})));
       if (asked !== state.refreshes || user !== state.user) return;
-      fill(list, remember(answer.items), { reason: true, forUser: true, dismiss: state.features.dismiss }, "nothing to recommend yet");
+      const options = { reason: true, forUser: true, dismiss: state.features.dismiss };
+      fill(list, remember(answer.items), options, "nothing to recommend yet");
       list.dataset.refresh = String(asked);
       list.dataset.user = user;
     } catch (error) {
@@ -213,13 +215,15 @@
     }
   }
 
-  async function loadRow(list, url, empty) {
+  /** One of the product page's rows; an answer for a product no longer on screen is dropped. */
+  async function loadRow(list, id, url, empty) {
     list.dataset.state = "loading";
     list.replaceChildren();
     try {
-      fill(list, remember((await api("GET", url)).items), { reason: true }, empty);
+      const answer = await api("GET", url);
+      if (state.product === id) fill(list, remember(answer.items), { reason: true }, empty);
     } catch (error) {
-      showError(list, error);
+      if (state.product === id) showError(list, error);
       throw error;
     }
   }
@@ -238,11 +242,13 @@
     photoURL(id).then((url) => { if (state.product === id) $("#product-photo").src = url; }, () => {});
     send(state.clicked === id ? "click" : "view", id);
     state.clicked = null;
-    const rows = [loadRow($("#similar"), itemURL(id, `/similar?k=${ROW}`), "no similar items").catch(() => {})];
+    const rows = [loadRow($("#similar"), id, itemURL(id, `/similar?k=${ROW}`), "no similar items").catch(() => {})];
     $("#also-block").hidden = !state.features.also;
     if (state.features.also) {
-      rows.push(loadRow($("#also"), itemURL(id, `/also?k=${ROW}`), "no one has viewed it with others yet")
-        .catch((error) => { if (error.status === 404 && error.code !== "item_not_found") $("#also-block").hidden = true; }));
+      rows.push(loadRow($("#also"), id, itemURL(id, `/also?k=${ROW}`), "no one has viewed it with others yet")
+        .catch((error) => {  // a route the description promised but this process lacks: leave the row out
+          if (error.status === 404 && error.code !== "item_not_found") $("#also-block").hidden = true;
+        }));
     }
     try {
       const item = remember([await api("GET", itemURL(id))])[0];
@@ -343,7 +349,9 @@
     try {
       await discover();
     } catch (error) {
-      if (document.body.dataset.state !== "key") notify(`API description unavailable (${error.message}); basic rows only`);
+      if (document.body.dataset.state !== "key") {
+        notify(`API description unavailable (${error.message}); basic rows only`);
+      }
     }
     switchUser(state.user);
     await loadGrid(false);
