@@ -82,6 +82,11 @@ SCHEMAS: dict[str, Any] = {
             "source": {"type": "string", "enum": list(REASON_SOURCES),
                        "description": "recommendations and also: the signal that brought the result"},
             "text": {"type": "string", "description": "recommendations and also: why, in a sentence"}}}}},
+    "ItemPage": {"type": "object", "required": ["items", "total", "offset", "version"], "properties": {
+        "items": {"type": "array", "items": {"allOf": [_ref("Item"), {"type": "object", "required": ["photo"],
+                                                                      "properties": {"photo": {"type": "boolean"}}}]}},
+        "total": {"type": "integer", "description": "Served items in all"}, "offset": {"type": "integer"},
+        "version": {"type": "integer"}}},
     "Results": {"type": "object", "required": ["items", "version"], "properties": {
         "items": {"type": "array", "items": _ref("Result")}, "version": {"type": "integer"},
         "model": {"type": ["integer", "null"], "description": "recommendations: the user-model version, null: none"}}},
@@ -131,6 +136,13 @@ def spec() -> dict[str, Any]:
             "/readyz": {"get": {"summary": "Readiness: Redis reachable and an index loaded", "security": [],
                                 "responses": {"200": _json({"type": "object"}, "Ready"),
                                               "503": _json({"type": "object"}, "Not ready, with the failing checks")}}},
+            "/v1/items": {"get": {
+                "summary": "The served catalog a page at a time, in index order (a storefront grid)",
+                "parameters": [_param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 100,
+                                                         "default": 24}, "Items per page"),
+                               _param("offset", "query", {"type": "integer", "minimum": 0, "maximum": 10**9,
+                                                          "default": 0}, "Items to skip")],
+                "responses": {"200": _json(_ref("ItemPage"), "A page of items"), **COMMON_ERRORS}}},
             "/v1/items/{item_id}": {
                 "get": {"summary": "One item: metadata, status, tags, named topics", "parameters": [ITEM_ID],
                         "responses": {"200": _json(_ref("Item"), "The item"), **COMMON_ERRORS, **item_404}},
@@ -201,9 +213,10 @@ def spec() -> dict[str, Any]:
                     "type": "string", "format": "binary"}}}},
                     "304": {"description": "Not modified (If-None-Match matched the ETag)"}, **COMMON_ERRORS,
                     "404": _error("Unknown item, or it has no readable photo")}}},
-            **{path: {"get": {"summary": "The catalog map page (HTML; it asks for a client key when keys are set)",
+            **{path: {"get": {"summary": f"The {page} page (HTML; it asks for a client key when keys are set)",
                               "security": [], "responses": {"200": {"description": "The page", "content": {
-                                  "text/html": {"schema": {"type": "string"}}}}}}} for path in ("/", "/map")},
+                                  "text/html": {"schema": {"type": "string"}}}}}}}
+               for path, page in (("/", "catalog map"), ("/map", "catalog map"), ("/store", "storefront demo"))},
             "/metrics": {"get": {"summary": "Prometheus metrics", "security": [], "responses": {
                 "200": {"description": "Text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
         },
