@@ -279,3 +279,22 @@ def test_too_few_events_record_the_defaults(settings: Settings) -> None:
     assert store.users.tuning()["weights"] == DEFAULT_WEIGHTS and not store.users.tuning()["chosen"]
     report = train_users(settings, store, clock=lambda: NOW)
     assert report.users == 1 and report.events == 3 and not report.weights_chosen
+
+
+def test_a_reindex_rebinds_the_served_model_to_the_new_topics(shop: Settings, store: Store,
+                                                              client: FlaskClient) -> None:
+    """A reindex refits the topics (here 8 instead of 6): the served model takes the new vectors at once."""
+    from indexer.reindex import Reindex
+
+    post(client, "rebound", ["ski-0", "ski-1", "ski-2"])
+    assert recommend(client, "rebound")["version"] == 1
+    Reindex(shop.with_(n_topics=8), store, progress=False).run(reuse_features=True, distributed=False)
+    body = wait_for(lambda: (b := recommend(client, "rebound"))["version"] == 2 and b, 20, "index version 2")
+    assert body["model"] == store.users.model_version()
+    state = app_state(client.application)
+    assert state.users.served(state.live).model.item_vectors.shape[1] == state.live.index.dim == 8
+    got = [interest_of(r["id"]) for r in body["items"]]
+    assert got.count("ski") >= 5, got
+    names = {t["name"] for t in client.get("/v1/topics").get_json()["topics"]}
+    assert all(t["name"] in names for r in body["items"] for t in r["reasons"]["topics"])
+    client.delete("/v1/users/rebound")
