@@ -104,7 +104,8 @@ class UserVerbs:
         if len(hits) < want:
             hits += [Hit(n, s) for n, s in self.live.search(query, want + len(hits), filters)
                      if n not in collaborative][:want - len(hits)]
-        because = "no one has viewed it with others yet" if served is not None else "no co-occurrence model yet"
+        because = ("no co-occurrence model yet" if served is None else
+                   "too few viewed it with others yet" if collaborative else "no one has viewed it with others yet")
 
         def reasons(item: Summary, vector: np.ndarray, topics: list[dict]) -> dict:
             if index.nums.get(item.id) in collaborative:
@@ -125,8 +126,7 @@ class UserVerbs:
             recs = served.model.recommend(history, k + MARGIN, now=now, allowed=allowed)
         by_num = {r.item: r for r in recs}
         because_ids = {r.because: index.ids[r.because] for r in recs if r.because is not None and r.because in index.ids}
-        titles = {i: (s.fields["title"] if s is not None else "") or i
-                  for i, s in zip(because_ids.values(), self.live.summaries(list(because_ids.values())))}
+        titles = self._titles(because_ids.values())
         types = _strongest_types(events)
         has_history = bool(history)
 

@@ -57,8 +57,8 @@ def similar(title: str, topics: Sequence[dict], why: str) -> str:
 FALLBACK = "a fallback: nothing more personal or popular fits these filters"
 
 
-def reasons(source: str, text: str, topics: Sequence[dict] = (), because_of: Sequence[str] = (), **more) -> dict:
-    """The ``reasons`` object of one result."""
+def reasons(source: str, text: str, topics: Sequence[dict] = (), because_of: Sequence[str] = ()) -> dict:
+    """The ``reasons`` object of one result (``popular``, as before: brought by popularity, not by the user)."""
     assert source in SOURCES, source
     return {"topics": list(topics), "because_of": list(because_of), "popular": source in ("popular", "trending"),
-            "source": source, "text": text, **more}
+            "source": source, "text": text}
