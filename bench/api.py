@@ -9,6 +9,11 @@ requests. Prints throughput and p50/p99 latency for `similar`,
 endpoint's throughput as a ratio to the baseline's, paired round by round.
 Also prints the recall@10 of the served search (an HNSW graph at this size)
 against an exact scan of the same vectors: the price of the speed.
+
+Before serving, 100,000 users' 1,000,000 events (popularity-skewed, a month
+old at most) are written through the store and ``vistas train-users`` logic
+fits the user model on them, so ``recommendations`` are the hybrid's (a user
+history of about 10 events, read per request) and the training time is printed.
 """
 
 from __future__ import annotations
@@ -30,9 +35,12 @@ from pathlib import Path
 import numpy as np
 
 from indexer.embedded_redis import EmbeddedRedis
+from indexer.users import train_users
 from recommender.index import TopicIndex
+from recommender.settings import Settings
 from recommender.store import Store
 from recommender.store.items import Item, Status
+from recommender.users.collaborative import EVENT_WEIGHTS
 from recommender.versions import TOPICS, VersionStore
 
 PORT = 8765
@@ -61,6 +69,26 @@ def build_catalog(store: Store, data_dir: Path, n: int, dim: int = 30) -> None:
     store.versions.set_current(1)
 
 
+def write_user_events(store: Store, n_items: int, n_users: int, n_events: int) -> None:
+    """Popularity-skewed events of ``n_users`` users, through the store as the API writes them."""
+    rng = np.random.default_rng(1)
+    popularity = 1.0 / np.arange(1, n_items + 1) ** 0.9
+    users = np.sort(rng.integers(0, n_users, n_events))
+    items = rng.choice(n_items, n_events, p=popularity / popularity.sum())
+    kinds = rng.choice(["view", "click", "add_to_cart", "purchase"], n_events, p=[0.6, 0.25, 0.1, 0.05])
+    now = time.time()
+    ts = np.sort(now - rng.uniform(0, 30 * 86400, n_events))
+    bounds = np.flatnonzero(np.diff(users)) + 1
+    pipe = store.r.pipeline(transaction=False)
+    for n, rows in enumerate(np.split(np.arange(n_events), bounds)):
+        events = [{"item": f"item-{i}", "type": k, "ts": t}
+                  for i, k, t in zip(items[rows].tolist(), kinds[rows].tolist(), ts[rows].tolist())]
+        store.users.add_events(f"user-{users[rows[0]]}", events, [EVENT_WEIGHTS[e["type"]] for e in events], 200, pipe)
+        if n % 500 == 499:
+            pipe.execute()
+    pipe.execute()
+
+
 def _one(args: tuple[str, str, bytes | None]) -> float:
     method, path, body = args
     started = time.perf_counter()
@@ -82,22 +110,22 @@ def load(requests: list[tuple[str, str, bytes | None]], concurrency: int) -> tup
     return len(requests) / (time.perf_counter() - started), latencies
 
 
-def workload(name: str, n_items: int, count: int) -> list[tuple[str, str, bytes | None]]:
+def workload(name: str, n_items: int, count: int, n_users: int) -> list[tuple[str, str, bytes | None]]:
     rng = random.Random(1)
     if name == "healthz":
         return [("GET", "/healthz", None)] * count
     if name == "similar":
         return [("GET", f"/v1/items/item-{rng.randrange(n_items)}/similar?k=10", None) for _ in range(count)]
     if name == "recommendations":
-        return [("GET", f"/v1/users/user-{rng.randrange(1000)}/recommendations?k=10", None) for _ in range(count)]
-    return [("POST", f"/v1/users/user-{rng.randrange(1000)}/events",
+        return [("GET", f"/v1/users/user-{rng.randrange(n_users)}/recommendations?k=10", None) for _ in range(count)]
+    return [("POST", f"/v1/users/user-{rng.randrange(n_users)}/events",
              json.dumps({"item_id": f"item-{rng.randrange(n_items)}", "type": "view"}).encode())
             for _ in range(count)]
 
 
-def run_in_process(args: tuple[str, int, int, int]) -> tuple[float, list[float]]:
-    name, n_items, count, concurrency = args
-    return load(workload(name, n_items, count), concurrency)
+def run_in_process(args: tuple[str, int, int, int, int]) -> tuple[float, list[float]]:
+    name, n_items, count, concurrency, n_users = args
+    return load(workload(name, n_items, count, n_users), concurrency)
 
 
 def main() -> None:
@@ -107,6 +135,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--users", type=int, default=100_000, help="users with events, for the trained user model")
+    parser.add_argument("--user-events", type=int, default=1_000_000, help="their events, in all")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp) / "redis", persist=False) as redis_server:
@@ -115,6 +145,14 @@ def main() -> None:
         build_catalog(store, Path(tmp) / "data", args.items)
         print(f"synthetic catalog: {args.items} items in {time.perf_counter() - started:.1f}s")
         recall = search_recall(Path(tmp) / "data")
+        started = time.perf_counter()
+        write_user_events(store, args.items, args.users, args.user_events)
+        written = time.perf_counter() - started
+        trained = train_users(Settings(redis_url=redis_server.url, data_dir=Path(tmp) / "data", key_prefix=PREFIX),
+                              store)
+        print(f"{args.users} users' {args.user_events} events written in {written:.1f}s; vistas train-users "
+              f"{trained.seconds:.1f}s ({', '.join(f'{k} {v:.1f}s' for k, v in trained.phases.items())}), "
+              f"user model {trained.model_bytes / 1e6:.0f} MB")
         env = {**os.environ, "REDIS_URL": redis_server.url, "VISTAS_DATA_DIR": str(Path(tmp) / "data"),
                "VISTAS_KEY_PREFIX": PREFIX}
         server = subprocess.Popen(
@@ -125,11 +163,13 @@ def main() -> None:
             endpoints = ["healthz", "similar", "recommendations", "events"]
             results: dict[str, list[tuple[float, list[float]]]] = {e: [] for e in endpoints}
             with Pool(1) as pool:  # the load generator is another process
-                pool.map(run_in_process, [("similar", args.items, 200, args.concurrency)])  # warm-up
+                pool.map(run_in_process, [(name, args.items, 200, args.concurrency, args.users)
+                                          for name in ("similar", "recommendations")])  # warm-up
                 for _ in range(args.rounds):
                     for name in endpoints:
                         results[name].append(pool.apply(run_in_process,
-                                                        ((name, args.items, args.requests, args.concurrency),)))
+                                                        ((name, args.items, args.requests, args.concurrency,
+                                                          args.users),)))
         finally:
             server.terminate()
             server.wait(20)

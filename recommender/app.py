@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import faiss
 from flask import Flask
+from threadpoolctl import threadpool_limits
 
 from recommender.api import docs, health, items, search, topics, users
 from recommender.api import map as map_api
@@ -25,8 +26,10 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None, clock: Callable[[], float] = time.time) -> Flask:
     """Build the API. Settings default to the environment (see recommender.settings)."""
     settings = settings or Settings.from_env()
-    # One request at a time per process: FAISS's OpenMP threads only add contention (3x slower here).
+    # One request at a time per process: FAISS's OpenMP threads only add contention (3x slower here), and
+    # so do BLAS's (the user model's ALS fold-in: 5x slower with two threads on two cores).
     faiss.omp_set_num_threads(1)
+    threadpool_limits(1, "blas")
     app = Flask(__name__, static_folder="web/static", static_url_path="/web")  # the demo pages' files
     app.json = OrjsonProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_image_bytes + 1024 * 1024
