@@ -51,6 +51,7 @@ class HybridModel:
     _trend_item: np.ndarray | None = None
     _trend_w: np.ndarray | None = None
     _proxy: sp.csr_matrix | None = field(default=None, repr=False)
+    _cold_cache: tuple | None = field(default=None, repr=False)
     _shared_cache: dict = field(default_factory=dict, repr=False)
 
     # -- training ---------------------------------------------------------------------
@@ -113,9 +114,13 @@ class HybridModel:
         self._proxy = new.tocsr()
         return self._proxy
 
-    def _cold_rows(self) -> np.ndarray:
+    def _cold(self) -> tuple[np.ndarray, sp.csr_matrix]:
+        """The items without training interactions and their proxy rows, sliced once per proxy (not per request)."""
         proxy = self._new_item_proxy()
-        return np.flatnonzero(np.diff(proxy.indptr))
+        if self._cold_cache is None or self._cold_cache[0] is not proxy:
+            cold = np.flatnonzero(np.diff(proxy.indptr))
+            self._cold_cache = (proxy, cold, proxy[cold])
+        return self._cold_cache[1], self._cold_cache[2]
 
     def _shared_scores(self, now: float) -> dict[str, np.ndarray]:
         """The sources that do not depend on the user, z-scored over the items whose window is open at ``now``:
@@ -127,7 +132,7 @@ class HybridModel:
         raw = {"trending": np.log1p(self.trending(now)), "popular": np.log1p(self.popularity)}
         proxy = self._new_item_proxy()
         if proxy.nnz:
-            cold = self._cold_rows()
+            cold, _ = self._cold()
             no_events = cold[self.popularity[cold] == 0]
             for s in raw:
                 values = raw[s].astype(np.float64, copy=True)
@@ -300,11 +305,10 @@ class HybridModel:
         raw["content"] = content
         # An item nobody has touched yet is new, not unpopular: the sources that need events score it
         # like its nearest items in topic space (:meth:`_new_item_proxy`), so content decides where it lands.
-        proxy = self._new_item_proxy()
-        if proxy.nnz:
-            cold = self._cold_rows()
+        cold, rows = self._cold()
+        if len(cold):
             for s in ("knn", "sequence"):
-                raw[s][:, cold] = np.asarray((proxy[cold] @ raw[s].T).T)
+                raw[s][:, cold] = np.asarray((rows @ raw[s].T).T)
         out = {s: zscore(raw[s], eligible) for s in ("als", "knn", "sequence", "content")}
         shared = [self._shared_scores(t) for t in nows]
         for s in ("trending", "popular"):
