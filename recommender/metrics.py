@@ -1,4 +1,5 @@
-"""Prometheus metrics: request counts and latency per endpoint, index size and version, queue length.
+"""Prometheus metrics: request counts and latency per endpoint, index size and version, user-model version,
+queue length.
 
 Under gunicorn every worker process records into files of a shared
 directory (``PROMETHEUS_MULTIPROC_DIR``, set by ``recommender.server``) so a
@@ -37,6 +38,8 @@ class IndexCollector(Collector):
         yield GaugeMetricFamily("vistas_index_items", "Items in the served index",
                                 value=len(live.index) if live.index is not None else 0)
         yield GaugeMetricFamily("vistas_index_version", "Served index version", value=live.version)
+        yield GaugeMetricFamily("vistas_user_model_version", "Served user-model version (0: none trained yet)",
+                                value=state.users.version)
         try:
             queued = state.store.queue.length()
         except Exception:  # noqa: BLE001 - a scrape must not fail because Redis is down

@@ -96,6 +96,7 @@ def test_two_interest_users_get_both_with_reasons(client: FlaskClient) -> None:
     post(client, "two-interests", [x for i in range(3) for x in (f"beach-{i}", f"ski-{i}")])
     body = recommend(client, "two-interests")
     assert body["model"] == 1
+    assert "vistas_user_model_version 1.0" in client.get("/metrics").get_data(as_text=True)
     got = [interest_of(r["id"]) for r in body["items"]]
     assert "beach" in got and "ski" in got, got
     assert sum(g in ("beach", "ski") for g in got) >= 6, got
