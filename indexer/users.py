@@ -58,25 +58,28 @@ def served_items(store: Store, settings: Settings) -> LiveIndex:
 
 
 def read_user_events(store: Store, nums: Mapping[str, int]) -> tuple[EventLog, int]:
-    """Every user's events on the items in ``nums`` (item id -> number), users as dense indexes in the
-    order SCAN meets them, and how many users there are. Held as flat typed arrays while reading: about 25
-    bytes an event, and one batch of users' JSON at a time."""
+    """Every user's events on the items in ``nums`` (item id -> number), users as dense indexes in the order
+    of their ids, and how many users there are. Held as flat typed arrays while reading (about 25 bytes an
+    event) and one batch of users' JSON at a time; the ids only to number the users the same way whatever
+    order SCAN meets them in (Redis seeds its hash tables at random), so a training is reproducible."""
     codes = {t: i for i, t in enumerate(TYPES)}
     users, items, kinds, ts = array("q"), array("q"), array("b"), array("d")
-    n_users = 0
-    for _, events in store.users.all_events():
+    user_ids: list[str] = []
+    for user_id, events in store.users.all_events():
         kept = [e for e in events if e["item"] in nums]
         if not kept:
             continue
-        users.extend([n_users] * len(kept))
+        users.extend([len(user_ids)] * len(kept))
         items.extend(nums[e["item"]] for e in kept)
         kinds.extend(codes[e["type"]] for e in kept)
         ts.extend(float(e["ts"]) for e in kept)
-        n_users += 1
+        user_ids.append(user_id)
+    rank = np.empty(len(user_ids), dtype=np.int64)
+    rank[np.argsort(np.array(user_ids), kind="stable")] = np.arange(len(user_ids))
     kind_names = np.array(TYPES)[np.frombuffer(kinds, dtype=np.int8)] if len(kinds) else np.array([], dtype="<U12")
-    log_ = EventLog(np.frombuffer(users, dtype=np.int64), np.frombuffer(items, dtype=np.int64), kind_names,
+    log_ = EventLog(rank[np.frombuffer(users, dtype=np.int64)], np.frombuffer(items, dtype=np.int64), kind_names,
                     np.frombuffer(ts, dtype=np.float64))
-    return log_, n_users
+    return log_, len(user_ids)
 
 
 def read_events(store: Store, live: LiveIndex) -> CatalogEvents:
