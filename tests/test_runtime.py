@@ -73,7 +73,8 @@ def test_export_is_made_once_per_weights_file(tmp_path: Path) -> None:
     copy = tmp_path / "weights.pth"
     copy.write_bytes(weights_file(settings).read_bytes())
     assert backbone_export(settings.with_(backbone_weights=copy)) == path  # same bytes, same export
-    copy.write_bytes(copy.read_bytes()[:-1] + b"\0")
+    data = copy.read_bytes()
+    copy.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
     assert backbone_export(settings.with_(backbone_weights=copy)) != path  # other bytes, another export
 
 
