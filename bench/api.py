@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from indexer.embedded_redis import EmbeddedRedis
+from recommender.index import TopicIndex
 from recommender.store import Store
 from recommender.store.items import Item, Status
-from recommender.index import TopicIndex
 from recommender.versions import TOPICS, VersionStore
 
 PORT = 8765

@@ -30,11 +30,11 @@ from pathlib import Path
 from indexer.embedded_redis import EmbeddedRedis
 from indexer.ingest import ingest
 from indexer.manifest import Entry
-from recommender.model.tagger import Tagger
 from indexer.worker import Worker
+from recommender.model.tagger import Tagger
+from recommender.settings import Settings
 from recommender.store import Store
 from recommender.store.items import Item, Status
-from recommender.settings import Settings
 
 from report import demo_photos, fmt
 

@@ -27,9 +27,9 @@ import numpy as np
 from indexer.embedded_redis import EmbeddedRedis
 from indexer.reindex import Reindex
 from recommender.model.vocabulary import imagenet_labels
+from recommender.settings import Settings
 from recommender.store import Store
 from recommender.store.items import Item, Status
-from recommender.settings import Settings
 
 CLUSTERS = 60
 FEATURES = 1280

@@ -15,8 +15,8 @@ import time
 
 import numpy as np
 
-from recommender.photos import load_crop
 from recommender.model.tagger import Tagger
+from recommender.photos import load_crop
 from recommender.settings import Settings
 
 from report import demo_photos, fmt

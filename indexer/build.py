@@ -15,11 +15,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from indexer.projection import Projector, build_map, save_projectors
-from recommender.model.topics import DEFAULT_REPRESENTATION, TopicModel
-from recommender.store import Store
 from recommender.catalog_map import CatalogMap
 from recommender.index import TopicIndex
+from recommender.model.topics import DEFAULT_REPRESENTATION, TopicModel
 from recommender.settings import Settings
+from recommender.store import Store
 from recommender.versions import MAP_MODEL, MODEL, TOPICS, VersionStore
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,9 @@ from itertools import combinations
 
 import numpy as np
 
+from indexer.knn import exact_search
 from recommender.model.topics import REPRESENTATIONS, TopicModel
+from recommender.ranking import unit
 from recommender.store import Store
 from recommender.store.items import Status
 
@@ -49,15 +51,16 @@ class Scores:
 
 
 def neighbours(vectors: np.ndarray, k: int = K) -> np.ndarray:
-    """Each row's top-k other rows by cosine."""
-    v = vectors.astype(np.float64)
-    v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-    sims = v @ v.T
-    np.fill_diagonal(sims, -np.inf)
+    """Each row's top-k other rows by cosine: an exact search (``indexer.knn``: on the GPU when
+    there is one and the catalog is large), never an n x n matrix in memory."""
+    v = unit(np.asarray(vectors, dtype=np.float32))
     k = min(k, len(v) - 1)
-    top = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k > 0 else np.zeros((len(v), 0), dtype=int)
-    order = np.take_along_axis(sims, top, axis=1).argsort(axis=1)[:, ::-1]
-    return np.take_along_axis(top, order, axis=1)
+    if k <= 0:
+        return np.zeros((len(v), 0), dtype=np.int64)
+    _, rows = exact_search(v, v, k + 1)
+    keep = rows != np.arange(len(v))[:, None]  # each row's own entry; when ties left it out, drop the last
+    keep[keep.all(axis=1), -1] = False
+    return rows[keep].reshape(len(v), k)
 
 
 def landmark_recall(top: np.ndarray, landmarks: Sequence[str]) -> float | None:

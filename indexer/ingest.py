@@ -18,14 +18,14 @@ from dataclasses import dataclass, field
 from tqdm import tqdm
 
 from indexer.build import build_version
-from recommender.photos import ImageError
 from indexer.manifest import Entry
-from recommender.model.tagger import Tagger, Tagging
 from indexer.vectors import CurrentModel, Tagged, feature_matrix, index_tagged, place_on_map
-from recommender.model.vocabulary import normalize_tag
+from recommender.model.tagger import Tagger, Tagging
+from recommender.model.vocabulary import merge_tags
+from recommender.photos import ImageError
+from recommender.settings import Settings
 from recommender.store import Store
 from recommender.store.queue import Settled
-from recommender.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +40,6 @@ class IngestReport:
     version: int = 0
     built: bool = False
     seconds: float = 0.0
-
-
-def merge_tags(labels: Sequence[tuple[str, float]], given: Sequence[str]) -> list[tuple[str, float]]:
-    """Backbone labels plus the item's given tags, which count as certain."""
-    merged = {label: score for label, score in labels}
-    for tag in given:
-        merged[normalize_tag(tag)] = 1.0
-    return sorted(merged.items(), key=lambda kv: -kv[1])
 
 
 def ingest(

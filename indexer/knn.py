@@ -2,8 +2,8 @@
 
 The API answers one query at a time from its CPU index (recommender/index.py):
 for a single 30-D query the copy to a GPU costs more than the search. Bulk
-jobs (every item against every item, for evaluation or a rebuilt map) are
-where the GPU pays; this is their entry point. The GPU build of FAISS
+jobs (every item against every item: ``indexer.evaluation``, for `vistas eval`)
+are where the GPU pays; this is their entry point. The GPU build of FAISS
 (``faiss-gpu``, in docker/Dockerfile.gpu) provides ``StandardGpuResources``;
 ``faiss-cpu`` does not, and then everything runs on the CPU.
 """

@@ -30,10 +30,10 @@ from sklearn.metrics import silhouette_score
 from sklearn.preprocessing import normalize
 from threadpoolctl import threadpool_limits
 
-from recommender.model.topics import Representation, TopicModel
-from recommender.store import Store
 from recommender.catalog_map import LABELS, NO_TOPIC, REPRESENTATIONS, CatalogMap, Layout, dominant_topics, map_rows
+from recommender.model.topics import Representation, TopicModel
 from recommender.settings import Settings
+from recommender.store import Store
 from recommender.versions import MAP_MODEL, VersionStore
 
 if TYPE_CHECKING:

@@ -36,17 +36,17 @@ import numpy as np
 from tqdm import tqdm
 
 from indexer.build import lay_out, new_topic_model, next_version, write_version
-from recommender.photos import ImageError
-from indexer.ingest import merge_tags
+from indexer.vectors import Tagged, feature_matrix, transform
+from recommender.index import TopicIndex
 from recommender.model.tagger import Tagger
 from recommender.model.topics import TopicModel, load_model
-from indexer.vectors import Tagged, feature_matrix, transform
+from recommender.model.vocabulary import merge_tags
+from recommender.photos import ImageError
+from recommender.settings import Settings
 from recommender.store import Store
 from recommender.store.changes import Change
 from recommender.store.items import Status
 from recommender.store.queue import Op, Outcome
-from recommender.index import TopicIndex
-from recommender.settings import Settings
 from recommender.versions import VersionStore
 
 log = logging.getLogger(__name__)
@@ -137,38 +137,34 @@ class Reindex:
         """Note where the changes stream stands: anything indexed after this is redone after the flip."""
         self.changes_from = self.store.changes.last_id()
         self.store.reindex.set_state(reset=True, job=self.job, phase="starting", started_at=time.time(),
-                                       from_version=self.store.versions.current())
+                                     from_version=self.store.versions.current())
         log.info("reindex %s: started (changes stream at %s)", self.job, self.changes_from)
 
     def tag(self, distributed: bool) -> None:
         """Re-tag every item with a photo or given tags; results land in Redis marked with this job."""
-        started = time.monotonic()
         candidates = self.store.items.ids()  # every item but the deleted ones
-        self._phase("tagging", total=len(candidates), tagged=0, failed=0, skipped=0)
-        if distributed:
-            self._tag_on_workers(candidates)
-        else:
-            self._tag_here(candidates)
-        state = self.store.reindex.state()
-        self.report.failed = int(state.get("failed", 0))
-        self.report.phases["tag"] = time.monotonic() - started
+        with self._step("tag", "tagging", total=len(candidates), tagged=0, failed=0, skipped=0):
+            if distributed:
+                self._tag_on_workers(candidates)
+            else:
+                self._tag_here(candidates)
+            state = self.store.reindex.state()
+            self.report.failed = int(state.get("failed", 0))
         log.info("reindex %s: re-tagged %s items (%d failed) in %.1fs", self.job, state.get("tagged"),
                  self.report.failed, self.report.phases["tag"])
 
     def fit(self, reuse_features: bool) -> TopicModel:
         """Fit the topic model on a random sample of the items (all of them when there are fewer)."""
-        started = time.monotonic()
-        self._phase("fitting")
-        ids = self.store.items.ids()
-        sample = ids if len(ids) <= self.settings.fit_sample else random.Random(0).sample(ids, self.settings.fit_sample)
-        rows = [r for r in self._rows(sample, "reading sample") if self._usable(r, reuse_features)]
-        if not rows:
-            raise ReindexError("no indexed items to build from: ingest a catalog first")
-        tagged = [_tagged(r) for r in rows]
-        model = new_topic_model(self.settings, self.store)
-        features = feature_matrix(tagged)
-        vectors = model.fit([t.tags for t in tagged], features)
-        self.report.phases["fit"] = time.monotonic() - started
+        with self._step("fit", "fitting"):
+            ids, size = self.store.items.ids(), self.settings.fit_sample
+            sample = ids if len(ids) <= size else random.Random(0).sample(ids, size)
+            rows = [r for r in self._rows(sample, "reading sample") if self._usable(r, reuse_features)]
+            if not rows:
+                raise ReindexError("no indexed items to build from: ingest a catalog first")
+            tagged = [_tagged(r) for r in rows]
+            model = new_topic_model(self.settings, self.store)
+            features = feature_matrix(tagged)
+            vectors = model.fit([t.tags for t in tagged], features)
         log.info("reindex %s: fitted %d topics on %d items in %.1fs", self.job, model.n_topics, len(rows),
                  self.report.phases["fit"])
         self._sample = Sample(tagged, features, vectors)
@@ -176,47 +172,28 @@ class Reindex:
 
     def transform(self, model: TopicModel, reuse_features: bool) -> Built:
         """Every usable item's vector from ``model``, read and transformed a chunk at a time."""
-        started = time.monotonic()
         ids = self.store.items.ids()
-        self._phase("transforming", total=len(ids))
-        built = Built([], np.zeros(0, dtype=np.int64), [], np.zeros((0, model.n_topics), dtype=np.float32))
-        nums, vectors = [], []
-        with tqdm(total=len(ids), desc="transforming", unit="item", disable=not self.progress) as bar:
-            for start in range(0, len(ids), CHUNK):
-                rows = [r for r in self._read(ids[start:start + CHUNK]) if self._usable(r, reuse_features)]
-                if rows:
-                    vectors.append(transform(model, [_tagged(r) for r in rows]))
-                    nums.append(np.array([r["num"] for r in rows], dtype=np.int64))
-                    built.ids += [r["id"] for r in rows]
-                    built.updated += [r["updated_at"] for r in rows]
-                bar.update(min(CHUNK, len(ids) - start))
-                self._renew_lock()
-        if vectors:
-            built.nums, built.vectors = np.concatenate(nums), np.concatenate(vectors)
+        with self._step("transform", "transforming", total=len(ids)):
+            built = self._transform_chunks(model, ids, reuse_features)
         self.report.items = len(built.ids)
-        self.report.phases["transform"] = time.monotonic() - started
         return built
 
     def write(self, model: TopicModel, built: Built) -> int:
         """Lay out the map of the sample the model was fitted on (a map shows tens of thousands of
         points, not millions; later items are placed on it), then write version N+1 next to the
         current one: nothing is served from it yet."""
-        started = time.monotonic()
-        self._phase("mapping")
-        sample = self._sample
-        assert sample is not None, "fit() comes first"
-        t = sample.tagged
-        layout = lay_out(self.settings, self.store, [x.item_id for x in t], [x.num for x in t], [x.tags for x in t],
-                         sample.features, sample.vectors)
-        self.report.phases["map"] = time.monotonic() - started
-        started = time.monotonic()
-        self._phase("writing")
-        version = next_version(self.settings, self.store)
-        index = TopicIndex(model.n_topics)
-        index.upsert(built.nums, built.ids, built.vectors)
-        write_version(self.settings, self.store, version, model, index, layout, self.changes_from,
-                      time.monotonic() - self._started, job=self.job)
-        self.report.phases["write"] = time.monotonic() - started
+        with self._step("map", "mapping"):
+            sample = self._sample
+            assert sample is not None, "fit() comes first"
+            t = sample.tagged
+            layout = lay_out(self.settings, self.store, [x.item_id for x in t], [x.num for x in t],
+                             [x.tags for x in t], sample.features, sample.vectors)
+        with self._step("write", "writing"):
+            version = next_version(self.settings, self.store)
+            index = TopicIndex(model.n_topics)
+            index.upsert(built.nums, built.ids, built.vectors)
+            write_version(self.settings, self.store, version, model, index, layout, self.changes_from,
+                          time.monotonic() - self._started, job=self.job)
         return version
 
     def publish(self, version: int, model: TopicModel, built: Built | None, changed: set[str] | None = None) -> None:
@@ -227,22 +204,17 @@ class Reindex:
         ``built`` is None (a rollback), are transformed again from their stored tags and
         features, and announced when the version's file lacks them or has them outdated.
         """
-        started = time.monotonic()
         self.store.versions.set_current(version)
-        self._phase("publishing", version=version)
-        log.info("reindex %s: index version %d is current", self.job, version)
-        if changed is None:
-            changed = self._changed_since(self.changes_from)
-        if built is not None:
-            keep = [i for i, item_id in enumerate(built.ids) if item_id not in changed]
-            rows = [(built.ids[i], built.updated[i], built.vectors[i]) for i in keep]
-            for start in tqdm(range(0, len(rows), CHUNK), desc="adopting", unit="chunk", disable=not self.progress):
-                self.store.reindex.adopt(version, rows[start:start + CHUNK])
-            redo = sorted(changed)
-        else:
-            redo = self.store.items.ids()
-        self.report.retransformed = self._redo(version, model, redo, announce=changed, in_file=built is not None)
-        self.report.phases["publish"] = time.monotonic() - started
+        with self._step("publish", "publishing", version=version):
+            log.info("reindex %s: index version %d is current", self.job, version)
+            if changed is None:
+                changed = self._changed_since(self.changes_from)
+            if built is not None:
+                self._adopt_built(version, built, changed)
+                redo = sorted(changed)
+            else:
+                redo = self.store.items.ids()
+            self.report.retransformed = self._redo(version, model, redo, announce=changed, in_file=built is not None)
 
     def prune(self) -> None:
         """Remove versions beyond the newest ``keep_versions`` (never the current one)."""
@@ -259,11 +231,36 @@ class Reindex:
         self.report.version = self.store.versions.current()
         self.report.seconds = time.monotonic() - self._started
         self.store.reindex.set_state(phase="done", finished_at=time.time(), items=self.report.items,
-                                       seconds=round(self.report.seconds, 1))
+                                     seconds=round(self.report.seconds, 1))
         log.info("reindex %s: version %d, %d items, %d failed, %d re-transformed, %.1fs %s", self.job,
                  self.report.version, self.report.items, self.report.failed, self.report.retransformed,
                  self.report.seconds, {k: round(v, 1) for k, v in self.report.phases.items()})
         return self.report
+
+    # -- transforming and adopting ----------------------------------------------------------
+    def _transform_chunks(self, model: TopicModel, ids: list[str], reuse_features: bool) -> Built:
+        built = Built([], np.zeros(0, dtype=np.int64), [], np.zeros((0, model.n_topics), dtype=np.float32))
+        nums, vectors = [], []
+        with tqdm(total=len(ids), desc="transforming", unit="item", disable=not self.progress) as bar:
+            for start in range(0, len(ids), CHUNK):
+                rows = [r for r in self._read(ids[start:start + CHUNK]) if self._usable(r, reuse_features)]
+                if rows:
+                    vectors.append(transform(model, [_tagged(r) for r in rows]))
+                    nums.append(np.array([r["num"] for r in rows], dtype=np.int64))
+                    built.ids += [r["id"] for r in rows]
+                    built.updated += [r["updated_at"] for r in rows]
+                bar.update(min(CHUNK, len(ids) - start))
+                self._renew_lock()
+        if vectors:
+            built.nums, built.vectors = np.concatenate(nums), np.concatenate(vectors)
+        return built
+
+    def _adopt_built(self, version: int, built: Built, changed: set[str]) -> None:
+        """The build's vectors into every item not ``changed`` since it read them."""
+        keep = [i for i, item_id in enumerate(built.ids) if item_id not in changed]
+        rows = [(built.ids[i], built.updated[i], built.vectors[i]) for i in keep]
+        for start in tqdm(range(0, len(rows), CHUNK), desc="adopting", unit="chunk", disable=not self.progress):
+            self.store.reindex.adopt(version, rows[start:start + CHUNK])
 
     # -- tagging ---------------------------------------------------------------------------
     def _tag_here(self, candidates: list[str]) -> None:
@@ -351,6 +348,15 @@ class Reindex:
         if row is None or row["status"] == Status.DELETED:
             return False
         return row["status"] == Status.INDEXED if reuse_features else row["retag_job"] == self.job
+
+    @contextmanager
+    def _step(self, name: str, phase: str, **fields: object) -> Iterator[None]:
+        """Record ``phase`` (with ``fields``) for `vistas status`; a step that completes adds its
+        duration to the report as ``phases[name]``."""
+        started = time.monotonic()
+        self._phase(phase, **fields)
+        yield
+        self.report.phases[name] = time.monotonic() - started
 
     def _phase(self, phase: str, **fields: object) -> None:
         self.store.reindex.set_state(phase=phase, **fields)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
+from recommender.settings import Settings
 from recommender.store import Store
 from recommender.store.workers import WORKER_ALIVE_S
-from recommender.settings import Settings
 from recommender.versions import VersionStore
 
 DEAD_LETTERS_SHOWN = 3

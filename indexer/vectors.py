@@ -18,9 +18,9 @@ import numpy as np
 
 from indexer.projection import place_items
 from recommender.model.topics import TopicModel, load_model
+from recommender.settings import Settings
 from recommender.store import Store
 from recommender.store.queue import Message, Op, Outcome, Settled
-from recommender.settings import Settings
 
 log = logging.getLogger(__name__)
 #: Reindexes that may flip the pointer while one batch is being written before we give up on it.

@@ -40,14 +40,14 @@ from pathlib import Path
 import numpy as np
 import redis
 
-from recommender.photos import CROP_SIZE, ImageError
-from indexer.ingest import merge_tags
-from recommender.model.tagger import Tagger, Tagging
 from indexer.vectors import CurrentModel, NoVersionYet, Tagged, index_tagged, place_on_map
+from recommender.model.tagger import Tagger, Tagging
+from recommender.model.vocabulary import merge_tags
+from recommender.photos import CROP_SIZE, ImageError
+from recommender.settings import Settings
 from recommender.store import Store
 from recommender.store.items import Item, Status
 from recommender.store.queue import Message, Op, Outcome, Settled
-from recommender.settings import Settings
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 2.0

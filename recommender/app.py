@@ -12,15 +12,11 @@ from flask import Flask
 from recommender.api import docs, health, items, search, topics, users
 from recommender.api import map as map_api
 from recommender.auth import auth_enabled
-from recommender.store import Store
-from recommender.catalog_map import MapCache
 from recommender.errors import register_error_handlers
-from recommender.index import LiveIndex
 from recommender.json_provider import OrjsonProvider
 from recommender.metrics import init_metrics
 from recommender.settings import Settings
-from recommender.state import State, init_app
-from recommender.versions import VersionStore
+from recommender.state import init_app
 from recommender.web import map_page
 
 log = logging.getLogger(__name__)
@@ -34,10 +30,7 @@ def create_app(settings: Settings | None = None, clock: Callable[[], float] = ti
     app = Flask(__name__, static_folder="web/static", static_url_path="/web")  # the map page's files
     app.json = OrjsonProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_image_bytes + 1024 * 1024
-    store = Store.from_url(settings.redis_url_or_default, settings.key_prefix)
-    files = VersionStore(settings.data_dir)
-    live = LiveIndex(store, files)
-    init_app(app, State(settings, store, live, MapCache(files), clock))
+    live = init_app(app, settings, clock).live
     register_error_handlers(app)
     if not auth_enabled(settings):
         log.warning("NO API KEYS CONFIGURED: development mode, every endpoint (writes included) is open. "

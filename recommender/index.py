@@ -20,12 +20,12 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from recommender.ranking import Eligibility, Filters
 from recommender.store import Store
 from recommender.store.changes import CHANGES_PAGE, Change, Changes
-from recommender.store.items import Status, Summary
 from recommender.store.feed import ChangeFeed
-from recommender.ranking import Eligibility, Filters
-from recommender.versions import IDS, INDEX, VersionStore
+from recommender.store.items import Status, Summary
+from recommender.versions import FAISS_INDEX, IDS, VersionStore
 
 log = logging.getLogger(__name__)
 #: Item summaries each API process keeps (about 1 kB each); items past this many are read from Redis per request.
@@ -163,12 +163,13 @@ class TopicIndex:
         """Write the vectors, as an HNSW graph when the index is large enough to need one."""
         if self.graph is None and len(self) >= GRAPH_MIN_ITEMS:
             self.graph = self._stored(faiss.IndexHNSWFlat(self.dim, HNSW_M, faiss.METRIC_INNER_PRODUCT))
-        faiss.write_index(self.graph or self._stored(faiss.IndexFlatIP(self.dim)), str(directory / INDEX))
+        stored = self.graph or self._stored(faiss.IndexFlatIP(self.dim))
+        faiss.write_index(stored, str(directory / FAISS_INDEX))
         (directory / IDS).write_text(json.dumps(list(self.ids.items())))
 
     @classmethod
     def load(cls, directory: Path) -> "TopicIndex":
-        stored = faiss.read_index(str(directory / INDEX))
+        stored = faiss.read_index(str(directory / FAISS_INDEX))
         self = cls(stored.d)
         self.ids = {int(n): i for n, i in json.loads((directory / IDS).read_text())}
         self.nums = {i: n for n, i in self.ids.items()}

@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from recommender.catalog_map import REPRESENTATIONS
+from recommender.events import EVENT_WEIGHTS
+from recommender.store.items import Status
 
 ID = {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"}
 NULLABLE_STR = {"type": ["string", "null"]}
@@ -62,7 +64,7 @@ SCHEMAS: dict[str, Any] = {
                  "category": {"type": "string"}, "url": {"type": "string"},
                  "price": {"type": ["number", "null"]}, "starts_at": NULLABLE_STR, "ends_at": NULLABLE_STR,
                  "attrs": {"type": "object"},
-                 "status": {"type": "string", "enum": ["queued", "indexed", "failed", "deleted"]},
+                 "status": {"type": "string", "enum": [s.value for s in Status]},
                  "reason": NULLABLE_STR, "version": {"type": ["integer", "null"]},
                  "tags": {"type": "array", "items": {"type": "object", "properties": {
                      "tag": {"type": "string"}, "score": {"type": "number"}}}},
@@ -101,7 +103,7 @@ SCHEMAS: dict[str, Any] = {
         "tags": {"type": "array", "minItems": 1, "maxItems": 50, "items": {"type": "string", "minLength": 1, "maxLength": 100}},
         "image": {"type": "string", "description": "Path under the server's image root"}}},
     "Event": {"type": "object", "required": ["item_id", "type"], "additionalProperties": False, "properties": {
-        "item_id": ID, "type": {"type": "string", "enum": ["view", "click", "add_to_cart", "purchase"]},
+        "item_id": ID, "type": {"type": "string", "enum": list(EVENT_WEIGHTS)},
         "ts": {"description": "ISO-8601 or epoch seconds; default now",
                "oneOf": [{"type": "string", "format": "date-time"}, {"type": "number"}]}}},
 }

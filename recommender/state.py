@@ -1,8 +1,9 @@
 """The per-process state every request handler shares, in a leaf module (flaskr's ``db.py``).
 
-Blueprints, auth, metrics and the web page import :func:`state` and
-:func:`ready_index` from here; the app factory calls :func:`init_app`. No module
-imports the factory, so there is no import circle to work around.
+Blueprints, auth, metrics and the web page import :func:`state`,
+:func:`ready_index` and :func:`recommender` from here; the app factory calls
+:func:`init_app`. Nothing the factory imports imports it back (only the
+gunicorn server does, to build each worker's app), so there is no circle.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from recommender.index import LiveIndex
 from recommender.recommender import Recommender
 from recommender.settings import Settings
 from recommender.store import Store
+from recommender.versions import VersionStore
 
 EXTENSION = "vistas"
 
@@ -35,9 +37,13 @@ class State:
     clock: Callable[[], float] = field(default=time.time)
 
 
-def init_app(app: Flask, state_: State) -> None:
-    """Attach ``state_`` to ``app``: :func:`state` returns it inside that app's requests."""
-    app.extensions[EXTENSION] = state_
+def init_app(app: Flask, settings: Settings, clock: Callable[[], float] = time.time) -> State:
+    """Give ``app`` its process's State (the store, the live index, the map cache); :func:`state`
+    returns it inside that app's requests."""
+    files = VersionStore(settings.data_dir)
+    store = Store.from_url(settings.redis_url_or_default, settings.key_prefix)
+    app.extensions[EXTENSION] = State(settings, store, LiveIndex(store, files), MapCache(files), clock)
+    return app.extensions[EXTENSION]
 
 
 def state() -> State:
@@ -61,5 +67,5 @@ def ready_index() -> LiveIndex:
     live = state().live
     live.sync()
     if not live.ready:
-        raise ApiError(503, "index_not_ready", "no index version is loaded yet; ingest a store first")
+        raise ApiError(503, "index_not_ready", "no index version is loaded yet; ingest a catalog first")
     return live

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 MANIFEST = "manifest.json"
-INDEX = "index.faiss"
+FAISS_INDEX = "index.faiss"
 IDS = "ids.json"
 TOPICS = "topics.json"
 MODEL = "model.joblib"

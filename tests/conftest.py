@@ -21,8 +21,8 @@ from indexer.ingest import ingest
 from indexer.manifest import read_catalog
 from recommender.model.onnx_export import export_all
 from recommender.model.tagger import Tagger
-from recommender.store import Store
 from recommender.settings import Settings
+from recommender.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "demo" / "catalog"
@@ -99,3 +99,12 @@ def indexed(
     yield s
     store.clear()
     shutil.rmtree(s.data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def worker_log(tmp_path: Path) -> Iterator[Path]:
+    """Where worker processes log; its end is printed after the test (pytest shows it when the test failed)."""
+    path = tmp_path / "workers.log"
+    yield path
+    if path.exists():
+        print(path.read_text()[-5000:])

@@ -8,17 +8,12 @@ from flask.testing import FlaskClient
 from recommender.app import create_app
 from recommender.settings import Settings
 from tests.conftest import sample_rows
+from tests.helpers import assert_error
 
 
 @pytest.fixture(scope="module")
 def client(indexed: Settings) -> FlaskClient:
     return create_app(indexed).test_client()
-
-
-def assert_error(response, status: int, code: str) -> None:
-    assert response.status_code == status, response.get_data(as_text=True)
-    body = response.get_json()
-    assert body["error"]["code"] == code and body["error"]["message"]
 
 
 def test_similar_finds_other_photos_of_the_same_place(client: FlaskClient) -> None:

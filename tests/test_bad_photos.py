@@ -23,15 +23,15 @@ from PIL import Image
 
 from indexer.ingest import ingest
 from indexer.manifest import read_catalog
-from recommender.model.tagger import Tagger
 from indexer.worker import Worker
 from recommender.app import create_app
+from recommender.model.tagger import Tagger
+from recommender.settings import Settings
 from recommender.store import Store
 from recommender.store.items import Item
-from recommender.settings import Settings
 from tests.conftest import DEMO, sample_rows, write_manifest
 from tests.corpus import MAX_BYTES, MAX_PIXELS, bad_photos, odd_photos, reason
-from tests.test_cli import VISTAS, env_for
+from tests.helpers import VISTAS, env_for
 
 BAD = sorted(bad_photos())
 ODD = sorted(odd_photos())

@@ -19,11 +19,11 @@ import pytest
 import torch
 from PIL import Image
 
-from recommender.model.images import Jpeg, crops_on_device, jpeg_or_crop
-from recommender.photos import CROP_SIZE, ImageError, load_crop
 from indexer.knn import exact_search, faiss_gpu_available
+from recommender.model.images import Jpeg, crops_on_device, jpeg_or_crop
 from recommender.model.loader import device_batches
 from recommender.model.tagger import Tagger, Tagging
+from recommender.photos import CROP_SIZE, ImageError, load_crop
 from recommender.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent

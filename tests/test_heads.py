@@ -14,11 +14,11 @@ import torch
 from indexer.heads import train_head
 from recommender.model.heads import Head, heads_dir, load_heads
 from recommender.model.tagger import Tagger
-from recommender.store import Store
 from recommender.settings import Settings
+from recommender.store import Store
 from tests.conftest import DEMO, sample_rows
 
-from tests.test_cli import VISTAS, env_for
+from tests.helpers import VISTAS, env_for
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recommender.store import Store
-from recommender.store.changes import Change
-from recommender.store.items import Item, parse_timestamp
 from recommender.index import EXACT_MAX_ELIGIBLE, GRAPH_MIN_ITEMS, LiveIndex, TopicIndex
 from recommender.ranking import Eligibility, Filters
 from recommender.settings import Settings
+from recommender.store import Store
+from recommender.store.changes import Change
+from recommender.store.items import Item, parse_timestamp
 from recommender.versions import TOPICS, VersionStore
 
 DIM = 30

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from indexer.ingest import ingest
 from indexer.manifest import read_catalog
-from recommender.model.tagger import Tagger
 from recommender.app import create_app
-from recommender.store import Store
+from recommender.model.tagger import Tagger
 from recommender.settings import Settings
+from recommender.store import Store
 from recommender.versions import MODEL, VersionStore
 from tests.conftest import DEMO, sample_rows, write_manifest
 

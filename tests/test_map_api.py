@@ -10,13 +10,13 @@ from flask.testing import FlaskClient
 from PIL import Image
 
 from recommender.app import create_app
-from recommender.store import Store
-from recommender.store.items import Item
 from recommender.catalog_map import REPRESENTATIONS
 from recommender.settings import Settings
+from recommender.store import Store
+from recommender.store.items import Item
 from recommender.versions import MAP, VersionStore
 from tests.conftest import sample_rows
-from tests.test_api import assert_error
+from tests.helpers import assert_error
 
 
 @pytest.fixture(scope="module")

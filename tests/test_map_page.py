@@ -19,11 +19,11 @@ from werkzeug.serving import make_server
 
 from indexer.projection import summarize
 from recommender.app import create_app
-from recommender.store import Store
-from recommender.store.items import Item
 from recommender.catalog_map import REPRESENTATIONS, CatalogMap, Layout
 from recommender.index import TopicIndex
 from recommender.settings import Settings
+from recommender.store import Store
+from recommender.store.items import Item
 from recommender.versions import TOPICS, VersionStore
 from tests.conftest import DEMO, REPO, sample_rows
 

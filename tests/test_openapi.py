@@ -14,10 +14,10 @@ from schemathesis.checks import positive_data_acceptance
 
 from indexer.ingest import ingest
 from indexer.manifest import read_catalog
-from recommender.model.tagger import Tagger
 from recommender.app import create_app
-from recommender.store import Store
+from recommender.model.tagger import Tagger
 from recommender.settings import Settings
+from recommender.store import Store
 from tests.conftest import sample_rows, write_manifest
 
 

@@ -9,11 +9,11 @@ import numpy as np
 
 from indexer.ingest import ingest
 from indexer.manifest import read_catalog
-from recommender.model.tagger import Tagger
 from recommender.app import create_app
-from recommender.store import Store
 from recommender.catalog_map import LABELS, REPRESENTATIONS, CatalogMap
+from recommender.model.tagger import Tagger
 from recommender.settings import Settings
+from recommender.store import Store
 from recommender.versions import MAP, MAP_MODEL, VersionStore
 from tests.conftest import sample_rows, write_manifest
 

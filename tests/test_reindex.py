@@ -15,18 +15,18 @@ import requests
 from indexer.ingest import ingest
 from indexer.manifest import Entry, read_catalog
 from indexer.reindex import Reindex, ReindexError, rollback
-from recommender.model.tagger import Tagger
 from indexer.vectors import CurrentModel, Tagged, index_tagged
 from indexer.worker import Worker
 from recommender.app import create_app
+from recommender.index import LiveIndex, TopicIndex
+from recommender.model.tagger import Tagger
+from recommender.settings import Settings
 from recommender.store import Store
 from recommender.store.items import Item
 from recommender.store.queue import Settled
-from recommender.index import LiveIndex, TopicIndex
-from recommender.settings import Settings
 from recommender.versions import VersionStore
 from tests.conftest import sample_rows, write_manifest
-from tests.test_cli import VISTAS, env_for, free_port, start_api, stop
+from tests.helpers import VISTAS, env_for, free_port, start_api, stop
 
 TAGS = ["beach", "sea", "sand", "snow", "mountain", "ski", "city", "tower", "bridge", "forest", "river", "boat"]
 
@@ -129,7 +129,7 @@ def test_items_indexed_during_a_reindex_land_in_the_new_version(
     # a worker still holding version 1's model cannot write with it any more: it transforms again
     store.items.put(Item(id="tags-later", given_tags=["snow", "ski"]))
     codes = index_tagged(store, stale_worker_model, [Tagged("tags-later", store.items.get("tags-later").num,
-                                                              [("snow", 1.0), ("ski", 1.0)], None)])
+                                                            [("snow", 1.0), ("ski", 1.0)], None)])
     assert codes == [Settled.SETTLED] and stale_worker_model.version == 2
 
     for item_id in ("eiffel-late", "tags-late", "tags-later", "landmark-eiffeltower"):

@@ -10,9 +10,9 @@ import pytest
 from flask.testing import FlaskClient
 
 from recommender.app import create_app
+from recommender.settings import Settings
 from recommender.store import Store
 from recommender.store.changes import Change
-from recommender.settings import Settings
 from tests.conftest import DEMO, sample_rows
 
 NOW = 1_800_000_000.0  # a fixed instant (2027-01-15), so windows and decay are deterministic

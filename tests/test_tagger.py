@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from recommender.photos import ImageError
 from recommender.model.tagger import Tagger
 from recommender.model.vocabulary import imagenet_labels
+from recommender.photos import ImageError
 from tests.conftest import DEMO
 
 IMAGES = DEMO / "images"

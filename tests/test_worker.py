@@ -9,7 +9,6 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,57 +16,18 @@ import redis
 import requests
 
 from indexer.embedded_redis import EmbeddedRedis
-from indexer.ingest import ingest
-from indexer.manifest import Entry, read_catalog
-from recommender.model.tagger import Tagger
 from indexer.worker import Worker
 from recommender.app import create_app
+from recommender.index import LiveIndex
+from recommender.model.tagger import Tagger
+from recommender.settings import Settings
 from recommender.store import Store
 from recommender.store.items import Item
 from recommender.store.queue import INDEXERS
-from recommender.index import LiveIndex
-from recommender.settings import Settings
 from recommender.versions import VersionStore
-from tests.conftest import DEMO, sample_rows, write_manifest
-from tests.test_cli import VISTAS, env_for, free_port, start_api, stop
-
-TAGS = ["beach", "sea", "sand", "snow", "mountain", "ski", "city", "tower", "bridge", "forest", "river", "boat"]
-
-
-def tag_only(item_id: str, rng: random.Random) -> Entry:
-    return Entry(Item(id=item_id, title=item_id, given_tags=rng.sample(TAGS, 3)), None)
-
-
-def photo_item(item_id: str, row: dict[str, str]) -> Item:
-    return Item(id=item_id, title=row["title"], category=row["category"], image=str(DEMO / row["image"]))
-
-
-def build_first_version(settings: Settings, store: Store, tagger: Tagger, tmp_path: Path, rows: int = 12) -> None:
-    """Version 1 from a few real photos plus tag-only items, inline."""
-    ingest(read_catalog(write_manifest(sample_rows()[:rows], tmp_path / "v1")), settings, store, tagger,
-           progress=False)
-    rng = random.Random(1)
-    ingest([tag_only(f"base-{i}", rng) for i in range(20)], settings, store, tagger, progress=False)
-
-
-def start_worker(settings: Settings, log: Path, **env: str) -> subprocess.Popen:
-    full_env = {**env_for(settings), "VISTAS_WORKER_BATCH_MS": "50", **env}
-    return subprocess.Popen([*VISTAS, "worker"], env=full_env, stdout=subprocess.DEVNULL,
-                            stderr=log.open("a"))
-
-
-def wait_for(condition, timeout: float, what: str, step: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = condition()
-            if value:
-                return value
-        except redis.ConnectionError:
-            pass
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
+from tests.conftest import DEMO, sample_rows
+from tests.helpers import (build_first_version, free_port, photo_item, start_api, start_worker, stop, tag_only,
+                           wait_for)
 
 def statuses(store: Store, ids: list[str]) -> Counter:
     return Counter(s.status if s is not None else "missing" for s in store.items.summaries(ids))
@@ -76,14 +36,6 @@ def statuses(store: Store, ids: list[str]) -> Counter:
 def consumer_pending(store: Store, name: str) -> int:
     return sum(c["pending"] for key in store.keys.queues for c in store.r.xinfo_consumers(key, INDEXERS)
                if c["name"].decode() == name)
-
-
-@pytest.fixture
-def worker_log(tmp_path: Path) -> Iterator[Path]:
-    path = tmp_path / "workers.log"
-    yield path
-    if path.exists():
-        print(path.read_text()[-5000:])  # shown by pytest when the test failed
 
 
 def test_worker_tags_indexes_and_the_api_serves_at_once(

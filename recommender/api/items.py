@@ -9,9 +9,9 @@ from flask import Blueprint, jsonify, request, send_file
 
 from recommender import photos
 from recommender.api.params import filters_arg, float_arg, int_arg, item_id_arg
-from recommender.state import recommender, state
 from recommender.auth import require
 from recommender.errors import ApiError, photo_error
+from recommender.state import recommender, state
 from recommender.store.items import Item, Status
 from recommender.thumbnails import ThumbnailError, thumbnail
 from recommender.validation import item_from_body

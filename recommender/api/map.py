@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
-from recommender.state import ready_index, state
 from recommender.auth import require
 from recommender.catalog_map import LABELS, REPRESENTATIONS
 from recommender.errors import ApiError
+from recommender.state import ready_index, state
 
 bp = Blueprint("map", __name__, url_prefix="/v1/map")
 

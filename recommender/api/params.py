@@ -8,10 +8,10 @@ from typing import TypeVar
 
 from flask import request
 
-from recommender.store.items import parse_timestamp, valid_item_id
 from recommender.errors import ApiError
 from recommender.index import LiveIndex
 from recommender.ranking import Filters
+from recommender.store.items import parse_timestamp, valid_item_id
 
 MAX_EXCLUDE = 500
 N = TypeVar("N", int, float)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
-from recommender.state import ready_index
 from recommender.auth import require
+from recommender.state import ready_index
 
 bp = Blueprint("topics", __name__, url_prefix="/v1/topics")
 

@@ -34,6 +34,7 @@ from sklearn.decomposition._cdnmf_fast import _update_cdnmf_fast  # the solver n
 from sklearn.exceptions import ConvergenceWarning
 
 from recommender.model.vocabulary import TagVocabulary, imagenet_labels
+from recommender.ranking import unit
 from recommender.settings import Settings
 from recommender.store import Store
 from recommender.versions import MODEL, VersionStore
@@ -58,11 +59,6 @@ class Topic:
 
     def to_json(self) -> dict:
         return {"id": self.id, "name": self.name, "top_tags": [{"tag": t, "weight": w} for t, w in self.top_tags]}
-
-
-def _l2_rows(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
 
 
 @dataclass
@@ -95,10 +91,10 @@ class TopicModel:
         if self.representation in ("mix", "features"):
             if features is None:
                 features = np.zeros((len(tags), self.feature_dim), dtype=np.float32)
-            parts.append(_l2_rows(np.asarray(features, dtype=np.float32)))
+            parts.append(unit(np.asarray(features, dtype=np.float32)))
         if self.representation in ("mix", "tags"):
             weight = self.tag_weight if self.representation == "mix" else 1.0
-            parts.append(weight * _l2_rows(self.tag_matrix(tags)))
+            parts.append(weight * unit(self.tag_matrix(tags)))
         return np.hstack(parts)
 
     # -- fit / transform -------------------------------------------------------------
@@ -156,7 +152,7 @@ class TopicModel:
 
     def _serving(self, weights: np.ndarray) -> np.ndarray:
         assert self.scale is not None
-        return _l2_rows(np.sqrt(np.maximum(weights, 0.0) / self.scale)).astype(np.float32)
+        return unit(np.sqrt(np.maximum(weights, 0.0) / self.scale)).astype(np.float32)
 
     # -- describing topics -----------------------------------------------------------
     def _describe(self, weights: np.ndarray, tag_matrix: np.ndarray) -> list[Topic]:

@@ -4,7 +4,7 @@ tag vocabulary the topic model works on (backbone labels + given tags)."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
 
@@ -32,6 +32,14 @@ def imagenet_labels() -> tuple[str, ...]:
 def normalize_tag(tag: str) -> str:
     """Given tags are matched case- and space-insensitively."""
     return " ".join(tag.strip().lower().split())
+
+
+def merge_tags(labels: Sequence[tuple[str, float]], given: Sequence[str]) -> list[tuple[str, float]]:
+    """Backbone labels plus the item's given tags, which count as certain."""
+    merged = {label: score for label, score in labels}
+    for tag in given:
+        merged[normalize_tag(tag)] = 1.0
+    return sorted(merged.items(), key=lambda kv: -kv[1])
 
 
 class TagVocabulary:

@@ -227,9 +227,10 @@ class Items(Part):
 
     def mark_indexed(
         self, item_id: str, tags: list[tuple[str, float]], vector: np.ndarray, version: int,
-        features: np.ndarray | None,
+        features: np.ndarray | None, pipeline: Pipeline | None = None,
     ) -> None:
-        with self._pipe(None) as pipe:
+        """Give an item its tags and the vector of ``version`` (and keep its features, when given)."""
+        with self._pipe(pipeline) as pipe:
             pipe.hset(self.keys.item(item_id), mapping={
                 "status": Status.INDEXED, "reason": "", "tags": json.dumps(tags), "vector": float32_bytes(vector),
                 "version": version,
@@ -237,8 +238,9 @@ class Items(Part):
             if features is not None:
                 pipe.set(self.keys.features(item_id), float16_bytes(features))
 
-    def mark_failed(self, item_id: str, reason: str) -> None:
-        self.r.hset(self.keys.item(item_id), mapping={"status": Status.FAILED, "reason": reason})
+    def mark_failed(self, item_id: str, reason: str, pipeline: Pipeline | None = None) -> None:
+        with self._pipe(pipeline) as pipe:
+            pipe.hset(self.keys.item(item_id), mapping={"status": Status.FAILED, "reason": reason})
 
     def note_error(self, item_id: str, error: str) -> None:
         """Keep the latest indexing error on the item (its status stays queued while attempts remain)."""

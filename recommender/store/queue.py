@@ -159,10 +159,13 @@ class Queue(Part):
                 if "BUSYGROUP" not in str(exc):
                     raise
 
-    def enqueue(self, item_id: str, pipeline: Pipeline | None = None) -> None:
-        """Ask the indexer workers to tag and index an item (stored with ``Items.put``)."""
-        with self._pipe(pipeline) as pipe:
-            pipe.xadd(self.keys.ingest, {"id": item_id})
+    def enqueue(self, item_id: str, pipeline: Pipeline | None = None) -> str | None:
+        """Ask the indexer workers to tag and index an item (stored with ``Items.put``). Returns the
+        message id, or None when queued on the caller's pipeline (its reply holds the id)."""
+        if pipeline is not None:
+            pipeline.xadd(self.keys.ingest, {"id": item_id})
+            return None
+        return self.r.xadd(self.keys.ingest, {"id": item_id}).decode()
 
     def enqueue_retag(self, item_ids: Iterable[str], job: str) -> int:
         """Ask the workers to re-tag these items' photos for reindex ``job``; returns how many."""

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import redis
+from redis.client import Pipeline
 
 from recommender.store.connection import Part
 from recommender.store.items import float32_bytes, from_float16
@@ -58,9 +59,9 @@ class Reindexing(Part):
         if self.r.get(self.keys.reindex_lock) == job.encode():
             self.r.delete(self.keys.reindex_lock)
 
-    def set_state(self, reset: bool = False, **fields: Any) -> None:
+    def set_state(self, reset: bool = False, pipeline: Pipeline | None = None, **fields: Any) -> None:
         """Record the reindex's progress (``reset`` starts a new record) for `vistas status`."""
-        with self._pipe(None) as pipe:
+        with self._pipe(pipeline) as pipe:
             if reset:
                 pipe.delete(self.keys.reindex)
             pipe.hset(self.keys.reindex, mapping={k: str(v) for k, v in fields.items()})

@@ -13,9 +13,12 @@ from recommender.store.connection import Part
 class Users(Part):
     """Per-user event lists and the catalog-wide popularity sorted set."""
 
-    def add_events(self, user_id: str, events: list[dict[str, Any]], weights: list[float], cap: int) -> None:
+    def add_events(
+        self, user_id: str, events: list[dict[str, Any]], weights: list[float], cap: int,
+        pipeline: Pipeline | None = None,
+    ) -> None:
         """Append a user's events (capped to the newest ``cap``) and count them toward popularity."""
-        with self._pipe(None) as pipe:
+        with self._pipe(pipeline) as pipe:
             pipe.lpush(self.keys.events(user_id), *(json.dumps(e) for e in events))
             pipe.ltrim(self.keys.events(user_id), 0, cap - 1)
             for event, weight in zip(events, weights):
@@ -25,8 +28,9 @@ class Users(Part):
         """The user's kept events, newest first."""
         return [json.loads(e) for e in self.r.lrange(self.keys.events(user_id), 0, -1)]
 
-    def forget(self, user_id: str) -> None:
-        self.r.delete(self.keys.events(user_id))
+    def forget(self, user_id: str, pipeline: Pipeline | None = None) -> None:
+        with self._pipe(pipeline) as pipe:
+            pipe.delete(self.keys.events(user_id))
 
     def popular(self, n: int) -> list[tuple[str, float]]:
         return [(m.decode(), s) for m, s in self.r.zrevrange(self.keys.popularity, 0, n - 1, withscores=True)]

@@ -6,6 +6,7 @@ of items placed on a version's map after it was built. The versions' files are
 from __future__ import annotations
 
 import numpy as np
+from redis.client import Pipeline
 
 from recommender.store.connection import Part
 from recommender.store.items import float32_bytes
@@ -18,9 +19,10 @@ class Versions(Part):
         value = self.r.get(self.keys.version)
         return int(value) if value else 0
 
-    def set_current(self, version: int) -> None:
+    def set_current(self, version: int, pipeline: Pipeline | None = None) -> None:
         """Publish ``version``: every API process loads it and swaps it in between requests."""
-        self.r.set(self.keys.version, version)
+        with self._pipe(pipeline) as pipe:
+            pipe.set(self.keys.version, version)
 
     def representation(self) -> str | None:
         value = self.r.get(self.keys.representation)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, render_template
 
-from recommender.state import state
 from recommender.auth import auth_enabled
+from recommender.state import state
 
 bp = Blueprint("web", __name__, template_folder="templates")  # its JS and CSS are the app's static files
 
