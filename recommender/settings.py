@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+#: What may run the backbone (recommender.model.runtime).
+RUNTIMES = ("auto", "torch", "onnx", "openvino")
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,12 @@ class Settings:
         return replace(self, **changes)
 
 
+def _runtime(raw: str) -> str:
+    if raw not in RUNTIMES:
+        raise ValueError(f"choose one of {', '.join(RUNTIMES)}")
+    return raw
+
+
 def _key_list(raw: str) -> tuple[str, ...]:
     """Comma-separated keys, blanks ignored."""
     return tuple(key.strip() for key in raw.split(",") if key.strip())
@@ -112,7 +120,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "n_topics": ("VISTAS_TOPICS", int),
     "batch_size": ("VISTAS_BATCH_SIZE", int),
     "device": ("VISTAS_DEVICE", str),
-    "runtime": ("VISTAS_RUNTIME", str),
+    "runtime": ("VISTAS_RUNTIME", _runtime),
     "threads": ("VISTAS_THREADS", int),
     "backbone": ("VISTAS_BACKBONE", str),
     "backbone_weights": ("VISTAS_BACKBONE_WEIGHTS", Path),

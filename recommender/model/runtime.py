@@ -27,11 +27,9 @@ from typing import Protocol
 import numpy as np
 
 from recommender.model.exported import LABELS_FILE, MissingExport, backbone_export, head_export, saved_heads
-from recommender.settings import Settings
+from recommender.settings import RUNTIMES, Settings
 
 log = logging.getLogger(__name__)
-RUNTIMES = ("auto", "torch", "onnx", "openvino")
-COMPILED = ("openvino", "onnx")
 TOP_LABELS = 5
 
 
