@@ -35,6 +35,8 @@ class Settings:
     device: str = "auto"
     #: What runs the backbone: "auto" (torch on CUDA, else OpenVINO), "torch", "onnx" (ONNX Runtime), "openvino".
     runtime: str = "auto"
+    #: Where the exported backbone is kept (None: DATA_DIR/runtime); the CPU image bakes one in.
+    runtime_dir: Path | None = None
     #: Threads a process tags with (runtime + decoding); 0 means the cores it may run on.
     threads: int = 0
     #: Backbone: "efficientnet-lite0" (bundled weights) or a torchvision model name.
@@ -121,6 +123,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "batch_size": ("VISTAS_BATCH_SIZE", int),
     "device": ("VISTAS_DEVICE", str),
     "runtime": ("VISTAS_RUNTIME", _runtime),
+    "runtime_dir": ("VISTAS_RUNTIME_DIR", Path),
     "threads": ("VISTAS_THREADS", int),
     "backbone": ("VISTAS_BACKBONE", str),
     "backbone_weights": ("VISTAS_BACKBONE_WEIGHTS", Path),

@@ -69,7 +69,7 @@ def test_export_is_made_once_per_weights_file(tmp_path: Path) -> None:
     assert path == backbone_export(settings) and path.name.startswith("backbone-efficientnet-lite0-")
     stamp = path.stat().st_mtime_ns
     assert export_backbone(settings).stat().st_mtime_ns == stamp  # cached, not exported again
-    assert [p.name for p in runtime_dir(tmp_path).iterdir()] == [path.name]  # no temporary file left
+    assert [p.name for p in runtime_dir(settings).iterdir()] == [path.name]  # no temporary file left
     copy = tmp_path / "weights.pth"
     copy.write_bytes(weights_file(settings).read_bytes())
     assert backbone_export(settings.with_(backbone_weights=copy)) == path  # same bytes, same export

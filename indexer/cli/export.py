@@ -10,7 +10,8 @@ from recommender.settings import Settings
 @click.command("export")
 @click.pass_obj
 def command(settings: Settings) -> None:
-    """Export the backbone and every saved head to ONNX under DATA_DIR/runtime/ (needs torch).
+    """Export the backbone (to VISTAS_RUNTIME_DIR, default DATA_DIR/runtime/) and every saved head (beside
+    it, under DATA_DIR/heads/) to ONNX; needs torch.
 
     API processes answer query by photo on OpenVINO or ONNX Runtime from these
     files and never import torch, so they cannot export themselves. ingest,

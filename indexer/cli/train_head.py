@@ -47,7 +47,7 @@ def command(settings: Settings, dataset: Path, name: str, label_column: str, see
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     head.save(heads_dir(settings.data_dir) / name, report)
-    export_head(settings.data_dir, heads_dir(settings.data_dir) / name)  # for the CPU runtimes and the API
+    export_head(heads_dir(settings.data_dir) / name)  # for the CPU runtimes and the API
     click.echo(
         f"head {name}: {report.labels} labels, {report.train_size} training / {report.heldout_size} held-out photos\n"
         f"  held-out accuracy       {report.heldout_accuracy:.3f}   (top-5 {report.heldout_top5_accuracy:.3f})\n"

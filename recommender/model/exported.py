@@ -1,11 +1,13 @@
 """Where the exported models live and how they are keyed; no torch, so the API process can find them.
 
 The backbone and each custom head are exported to ONNX once per weights file
-(:mod:`recommender.model.onnx_export`, which needs torch) and stored under
-``VISTAS_DATA_DIR/runtime/``, named by the sha256 of the file they came from:
-new weights or a retrained head get a new export, and an unchanged file is
-never exported twice. The indexer (ingest, worker, reindex, demo, `vistas
-export`) writes them; API processes only read them.
+(:mod:`recommender.model.onnx_export`, which needs torch), named by the sha256
+of the file they came from: new weights or a retrained head get a new export,
+and an unchanged file is never exported twice. The backbone's export lives in
+``VISTAS_RUNTIME_DIR`` (default ``VISTAS_DATA_DIR/runtime/``; the CPU image
+bakes it in), a head's beside the head (``DATA_DIR/heads/NAME/``), so it
+travels with the head. The indexer (ingest, worker, reindex, demo, train-head,
+`vistas export`) writes them; API processes only read them.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ class MissingExport(RuntimeError):
     """An exported model this process needs and may not create (it would need torch)."""
 
 
-def runtime_dir(data_dir: Path) -> Path:
-    return Path(data_dir) / "runtime"
+def runtime_dir(settings: Settings) -> Path:
+    return Path(settings.runtime_dir or Path(settings.data_dir) / "runtime")
 
 
 def heads_dir(data_dir: Path) -> Path:
@@ -54,12 +56,19 @@ def weights_file(settings: Settings) -> Path:
 def backbone_export(settings: Settings) -> Path:
     """The ONNX file of the configured backbone (it may not exist yet)."""
     name = settings.backbone.replace("/", "_")
-    return runtime_dir(settings.data_dir) / f"backbone-{name}-{sha256_of(weights_file(settings))}.onnx"
+    return runtime_dir(settings) / f"backbone-{name}-{sha256_of(weights_file(settings))}.onnx"
 
 
-def head_export(data_dir: Path, head: Path) -> Path:
+def head_export(head: Path) -> Path:
     """The ONNX file of the head saved in directory ``head`` (it may not exist yet)."""
-    return runtime_dir(data_dir) / f"head-{head.name}-{sha256_of(head / HEAD_FILE)}.onnx"
+    return head / f"head-{sha256_of(head / HEAD_FILE)}.onnx"
+
+
+def missing_exports(settings: Settings, with_heads: bool = True) -> list[Path]:
+    """The exports a compiled runtime would need and does not find."""
+    wanted = [backbone_export(settings)]
+    wanted += [head_export(head) for head in saved_heads(settings.data_dir)] if with_heads else []
+    return [path for path in wanted if not path.exists()]
 
 
 def sha256_of(path: Path) -> str:

@@ -52,7 +52,7 @@ class _HeadProbabilities(nn.Module):
 def export_all(settings: Settings) -> list[Path]:
     """The backbone's and every saved head's exports, made where missing."""
     paths = [export_backbone(settings)]
-    paths += [export_head(settings.data_dir, directory) for directory in saved_heads(settings.data_dir)]
+    paths += [export_head(directory) for directory in saved_heads(settings.data_dir)]
     return paths
 
 
@@ -66,13 +66,16 @@ def export_backbone(settings: Settings) -> Path:
     return target
 
 
-def export_head(data_dir: Path, directory: Path) -> Path:
-    """The ONNX file of the head saved in ``directory``, exported now unless it exists."""
-    target = head_export(data_dir, directory)
+def export_head(directory: Path) -> Path:
+    """The ONNX file of the head saved in ``directory``, exported now unless it exists (older ones removed)."""
+    target = head_export(directory)
     if not target.exists():
         head = Head.load(directory)
         example = torch.zeros(1, head.model.feature_dim)
         _export(_HeadProbabilities(head).eval(), example, "features", ["probabilities"], target)
+        for stale in directory.glob("head-*.onnx"):
+            if stale != target:
+                stale.unlink(missing_ok=True)
     return target
 
 

@@ -163,7 +163,7 @@ def compiled_heads(data_dir: Path, runtime: str) -> list[CompiledHead]:
     """Every saved head under the data directory, exported, by name (one thread each: they are tiny)."""
     heads = []
     for directory in saved_heads(data_dir):
-        path = head_export(data_dir, directory)
+        path = head_export(directory)
         if not path.exists():
             raise MissingExport(f"head {directory.name!r} is not exported ({path}): run `vistas export` first")
         labels = json.loads((directory / LABELS_FILE).read_text())

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 
+from recommender.model.exported import missing_exports
 from recommender.model.prefetch import prefetch_crops
 from recommender.model.runtime import CompiledBackbone, choose_runtime, compiled_heads, thread_split
 from recommender.model.vocabulary import imagenet_labels
@@ -72,7 +73,7 @@ class Tagger:
             self.engine = TorchBackbone(settings, self.threads)
             self.heads = list(load_heads(settings.data_dir)) if with_heads else []
         else:
-            if not serving:
+            if not serving and missing_exports(settings, with_heads):
                 from recommender.model.onnx_export import export_all
 
                 export_all(settings)
