@@ -17,7 +17,8 @@ from recommender.model.onnx_export import export_backbone
 from recommender.model.runtime import choose_runtime, thread_split
 from recommender.model.tagger import Tagger, Tagging
 from recommender.settings import Settings
-from tests.conftest import DEMO, REPO
+from recommender.store import Store
+from tests.conftest import DEMO, REPO, sample_rows, write_manifest
 
 #: Every 5th demo photo: 105 of the 523, a spread over the catalog's sources (bench/tagging.py --equality: all).
 PHOTOS = sorted((DEMO / "images").glob("*/*.jpg"))[::5]
@@ -121,3 +122,27 @@ def test_the_api_serves_a_photo_search_without_importing_torch(indexed: Settings
     assert run.returncode == 0, run.stderr
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result == {"status": 200, "items": 3, "torch": []}
+
+
+WITHOUT_TORCH = """
+import sys
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "torchvision"):
+            raise ImportError(f"{name} is not installed here")
+sys.meta_path.insert(0, NoTorch())
+from indexer.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_the_indexer_tags_without_torch_once_exported(settings: Settings, tmp_path: Path) -> None:
+    """As in the CPU image: the export baked in, no torch installed, ingest still indexes."""
+    export_backbone(settings)
+    manifest = write_manifest(sample_rows()[:6], tmp_path / "catalog")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "REDIS_URL": settings.redis_url_or_default,
+           "VISTAS_DATA_DIR": str(settings.data_dir), "VISTAS_KEY_PREFIX": settings.key_prefix}
+    run = subprocess.run([sys.executable, "-c", WITHOUT_TORCH, "ingest", str(manifest)], env=env, cwd=REPO,
+                         capture_output=True, text=True, check=False, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert Store.from_url(settings.redis_url_or_default, settings.key_prefix).items.count() == 6

@@ -53,10 +53,10 @@ def choose_runtime(settings: Settings, serving: bool = False) -> str:
 
 
 def _cuda_present() -> bool:
-    if importlib.util.find_spec("torch") is None:
+    try:
+        import torch
+    except ImportError:  # the CPU image has no torch
         return False
-    import torch
-
     return torch.cuda.is_available()
 
 
