@@ -9,6 +9,7 @@ the history items (users) that brought it. The blueprints only parse, call and r
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
@@ -44,12 +45,13 @@ def _shared_tags(tags: Collection[str]) -> Reasons:
 class Recommender:
     """The verbs over one process's live index (caught up with Redis) and the store."""
 
-    def __init__(self, store: Store, live: LiveIndex, settings: Settings):
+    def __init__(self, store: Store, live: LiveIndex, settings: Settings, clock: Callable[[], float] = time.time):
         assert live.index is not None, "a ready index (see recommender.state.ready_index)"
         self.store = store
         self.live = live
         self.index = live.index
         self.settings = settings
+        self.clock = clock  # what users' events decay to
 
     def similar_items(self, item_id: str, k: int, filters: Filters, diversity: float = 0.0) -> list[dict] | None:
         """Items most like ``item_id`` (never itself) under ``filters``; None when it is not served."""
@@ -66,12 +68,10 @@ class Recommender:
         """Items most like a query vector; ``tags`` (the query's own) are the reasons' tags."""
         return self._hydrate(self._ranked(vector, k, filters, diversity), k, vector, _shared_tags(set(tags)))
 
-    def recommend(self, user_id: str, k: int, filters: Filters, now: float) -> list[dict]:
-        """Affinity search blended with popularity: ``alpha = strength / (strength + COLD_START_WEIGHT)``.
-
-        ``now`` is the instant the user's events decay to.
-        """
-        profile = build_profile(self.store.users.events(user_id), self.index, now, self.settings.half_life_days)
+    def recommend(self, user_id: str, k: int, filters: Filters) -> list[dict]:
+        """Affinity search blended with popularity: ``alpha = strength / (strength + COLD_START_WEIGHT)``."""
+        events = self.store.users.events(user_id)
+        profile = build_profile(events, self.index, self.clock(), self.settings.half_life_days)
         index = self.index
         skip = profile.purchased | {i for i, n in profile.views.items() if n >= self.settings.seen_limit}
         filters = filters.excluding(index.nums[i] for i in skip if i in index.nums)

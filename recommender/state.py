@@ -59,7 +59,7 @@ def app_state(app: Flask) -> State:
 def recommender() -> Recommender:
     """The verbs over this process's index, caught up with Redis (503 when none is loaded yet)."""
     s = state()
-    return Recommender(s.store, ready_index(), s.settings)
+    return Recommender(s.store, ready_index(), s.settings, s.clock)
 
 
 def ready_index() -> LiveIndex:

@@ -45,8 +45,7 @@ def recommendations(user_id: str):
     user_id_arg(user_id)
     k = int_arg("k", 10, 1, s.settings.max_k)
     rec = recommender()
-    now = s.clock()
-    items = rec.recommend(user_id, k, filters_arg(rec.live, now), now)
+    items = rec.recommend(user_id, k, filters_arg(rec.live, s.clock()))
     return jsonify({"items": items, "version": rec.live.version})
 
 
