@@ -13,7 +13,6 @@ compiled runtimes (:mod:`recommender.model.runtime`) and the GPU are compared wi
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -26,7 +25,6 @@ from recommender.model.loader import DeviceBatch, device_batches
 from recommender.photos import Source
 from recommender.settings import Settings
 
-log = logging.getLogger(__name__)
 K = TypeVar("K")
 TOP_LABELS = 5
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)

@@ -22,10 +22,7 @@ from PIL import Image
 from torch.nn import functional as F
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from recommender.model.prefetch import prefetch, prefetch_crops
 from recommender.photos import CROP_SIZE, ImageError, Source, crop_geometry, has_rotation, load_crop, probe
-
-__all__ = ["Jpeg", "crops_on_device", "jpeg_or_crop", "prefetch", "prefetch_crops"]
 
 #: Decoded pixels per nvJPEG call: bounds device memory when a batch holds huge photos (3 bytes a pixel).
 DECODE_PIXEL_BUDGET = 128_000_000

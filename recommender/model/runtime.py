@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import logging
 import os
 import threading
 from pathlib import Path
@@ -29,7 +28,6 @@ import numpy as np
 from recommender.model.exported import LABELS_FILE, MissingExport, backbone_export, head_export, saved_heads
 from recommender.settings import RUNTIMES, Settings
 
-log = logging.getLogger(__name__)
 TOP_LABELS = 5
 
 
