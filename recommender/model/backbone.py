@@ -22,11 +22,11 @@ import torch
 from torch import nn
 
 from recommender.model.loader import DeviceBatch, device_batches
+from recommender.model.runtime import TOP_LABELS
 from recommender.photos import Source
 from recommender.settings import Settings
 
 K = TypeVar("K")
-TOP_LABELS = 5
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 #: Host threads feeding the device: header checks and Pillow fallbacks only, the decoding is on the device.

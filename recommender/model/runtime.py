@@ -28,6 +28,7 @@ import numpy as np
 from recommender.model.exported import LABELS_FILE, MissingExport, backbone_export, head_export, saved_heads
 from recommender.settings import RUNTIMES, Settings
 
+#: Labels a photo keeps from the backbone, best first.
 TOP_LABELS = 5
 
 

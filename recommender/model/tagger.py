@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 K = TypeVar("K")
-TOP_LABELS = 5
 #: A custom head's label becomes a tag only at or above this probability.
 HEAD_MIN_PROBABILITY = 0.3
 
@@ -116,7 +115,8 @@ class Tagger:
         out: list[list[tuple[str, float]]] = [[] for _ in range(len(features))]
         for head in self.heads:
             probabilities = head.probabilities(features)
-            for row, (p, i) in enumerate(zip(probabilities.max(axis=1).tolist(), probabilities.argmax(axis=1).tolist())):
+            best = zip(probabilities.max(axis=1).tolist(), probabilities.argmax(axis=1).tolist())
+            for row, (p, i) in enumerate(best):
                 if p >= HEAD_MIN_PROBABILITY:
                     out[row].append((head.labels[i], round(p, 4)))
         return out
