@@ -51,7 +51,14 @@ def choose_runtime(settings: Settings, serving: bool = False) -> str:
     return "torch"
 
 
+#: Where an NVIDIA driver shows itself (WSL's GPU bridge included): without one, no CUDA, and torch is not
+#: imported to find that out (it costs a CPU indexer a second and hundreds of MB).
+_GPU_DRIVER_PATHS = ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/dxg")
+
+
 def _cuda_present() -> bool:
+    if not any(os.path.exists(path) for path in _GPU_DRIVER_PATHS):
+        return False
     try:
         import torch
     except ImportError:  # the CPU image has no torch
