@@ -118,7 +118,7 @@ def equality(reference: Tagger, other: Tagger) -> None:
     cosine = [float(ref[k].features @ out[k].features)
               / float(np.linalg.norm(ref[k].features) * np.linalg.norm(out[k].features)) for k in ref]
     print(f"equality, {other.runtime} vs torch on {len(ref)} demo photos: top-5 labels identical {np.mean(same):.4f} "
-          f"(target >= 0.99), top-1 {np.mean(top1):.4f}, feature cosine min {min(cosine):.6f} (target >= 0.9999)")
+          f"(target >= 0.99), top-1 {np.mean(top1):.4f}, feature cosine min {min(cosine):.7f} (target >= 0.9999)")
 
 
 def _spin() -> None:
