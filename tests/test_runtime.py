@@ -88,6 +88,7 @@ def test_runtime_choice() -> None:
     assert choose_runtime(Settings(device="cpu")) == "openvino"
     assert choose_runtime(Settings(device="auto"), serving=True) == "openvino"
     assert choose_runtime(Settings(device="cuda")) == "torch"
+    assert choose_runtime(Settings(device="cuda"), serving=True) == "openvino"
     assert choose_runtime(Settings(runtime="onnx")) == "onnx"
     with pytest.raises(ValueError, match="VISTAS_RUNTIME"):
         choose_runtime(Settings(runtime="tensorrt"))

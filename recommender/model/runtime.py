@@ -36,14 +36,15 @@ def choose_runtime(settings: Settings, serving: bool = False) -> str:
     """The runtime that tags in this process.
 
     ``auto``: torch on CUDA (a CUDA device is looked for only where torch is
-    installed and the device setting allows it; an API process, ``serving``,
-    never looks), else the first compiled runtime installed.
+    installed and the device setting allows it), else the first compiled
+    runtime installed. An API process (``serving``) answers one photo at a
+    time: it takes the compiled CPU runtime whatever the device setting.
     """
     if settings.runtime not in RUNTIMES:
         raise ValueError(f"VISTAS_RUNTIME={settings.runtime!r}: choose one of {', '.join(RUNTIMES)}")
     if settings.runtime != "auto":
         return settings.runtime
-    if settings.device == "cuda" or (not serving and settings.device == "auto" and _cuda_present()):
+    if not serving and (settings.device == "cuda" or (settings.device == "auto" and _cuda_present())):
         return "torch"
     for name, module in (("openvino", "openvino"), ("onnx", "onnxruntime")):
         if importlib.util.find_spec(module) is not None:
