@@ -96,7 +96,8 @@ def test_runtime_choice() -> None:
 
 def test_threads_follow_the_setting_and_the_affinity() -> None:
     assert thread_split(Settings(threads=2)) == (2, 1)
-    assert thread_split(Settings(threads=16)) == (14, 2)
+    assert thread_split(Settings(threads=4)) == (3, 1)
+    assert thread_split(Settings(threads=16)) == (13, 3)
     assert sum(thread_split(Settings(threads=8))) == 8
     assert thread_split(Settings())[0] <= len(os.sched_getaffinity(0))
     assert Settings.from_env({"VISTAS_THREADS": "3", "VISTAS_RUNTIME": "onnx"}).threads == 3
