@@ -131,7 +131,7 @@ def _tag_all(tagger: Tagger, photos: list[Path], count: int) -> int:
 def tagging_throughput(photos: list[Path], sizes: Sizes, cuda: bool) -> list[str]:
     """End-to-end photos/s on the CPU (reference) and the GPU, and GPU forward-only at batch 256."""
     print(f"\n== tagging: EfficientNet-Lite0, {len(photos)} distinct {PHOTO_SIDE}-px JPEGs")
-    cpu = Tagger(Settings(device="cpu"), with_heads=False)
+    cpu = Tagger(Settings(device="cpu", runtime="torch"), with_heads=False)
     _tag_all(cpu, photos, min(16, sizes.photos_cpu_baseline))
     cpu_rate = _photos_per_second(lambda: _tag_all(cpu, photos, sizes.photos_cpu_baseline))
     print(f"CPU reference, end to end (batch {cpu.batch_size}): {cpu_rate:8.1f} photos/s")
@@ -173,8 +173,9 @@ def agreement(sizes: Sizes, cuda: bool) -> None:
     """Top-5 labels of the fast path against the CPU reference on the demo catalog's own photos."""
     photos = sorted(DEMO_IMAGES.glob("*/*.jpg"))[: sizes.agreement_photos]
     device = "cuda" if cuda else "cpu"
-    reference = dict(Tagger(Settings(device="cpu"), with_heads=False).tag((p.name, p) for p in photos))
-    fast = Tagger(Settings(device=device, batch_size=GPU_BATCH), with_heads=False)
+    reference_tagger = Tagger(Settings(device="cpu", runtime="torch"), with_heads=False)
+    reference = dict(reference_tagger.tag((p.name, p) for p in photos))
+    fast = Tagger(Settings(device=device, runtime="torch", batch_size=GPU_BATCH), with_heads=False)
     other = dict(fast.tag_on_device((p.name, p) for p in photos))
     top1 = np.mean([reference[k].labels[0][0] == other[k].labels[0][0] for k in reference])
     top5 = np.mean([

@@ -27,11 +27,12 @@ log = logging.getLogger(__name__)
 
 def build_version(
     settings: Settings, store: Store, ids: Sequence[str], nums: Sequence[int],
-    tags: Sequence[list[tuple[str, float]]], features: np.ndarray | None,
+    tags: Sequence[list[tuple[str, float]]], features: np.ndarray | None, phases: dict[str, float] | None = None,
 ) -> tuple[int, np.ndarray]:
     """Fit a topic model on these items, lay out their map and write version N+1 (the caller makes it current).
 
-    Returns the new version number and the items' serving vectors.
+    Returns the new version number and the items' serving vectors; ``phases`` receives the seconds of the
+    topic fit, the map and the write, for the caller's summary.
     """
     version = next_version(settings, store)
     started = time.monotonic()
@@ -40,8 +41,12 @@ def build_version(
     vectors = model.fit(tags, features)
     index = TopicIndex(vectors.shape[1])
     index.upsert(np.asarray(nums), list(ids), vectors)
+    fitted = time.monotonic()
     layout = lay_out(settings, store, ids, nums, tags, features, vectors)
-    write_version(settings, store, version, model, index, layout, changes_from, time.monotonic() - started)
+    laid_out = time.monotonic()
+    write_version(settings, store, version, model, index, layout, changes_from, laid_out - started)
+    if phases is not None:
+        phases.update({"topic fit": fitted - started, "map": laid_out - fitted, "write": time.monotonic() - laid_out})
     return version, vectors
 
 

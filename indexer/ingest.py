@@ -40,6 +40,8 @@ class IngestReport:
     version: int = 0
     built: bool = False
     seconds: float = 0.0
+    #: Seconds per phase: tagging, then the topic fit, map and write when a first version was built.
+    phases: dict[str, float] = field(default_factory=dict)
 
 
 def ingest(
@@ -57,6 +59,7 @@ def ingest(
     taggings: dict[str, Tagging] = {}
     if photos:
         tagger = tagger or Tagger(settings)
+        tagging_started = time.monotonic()
         with tqdm(total=len(photos), desc="tagging", unit="photo", disable=not progress) as bar:
             for item_id, result in tagger.tag(photos, on_done=bar.update):
                 if isinstance(result, ImageError):
@@ -65,6 +68,7 @@ def ingest(
                     log.warning("item %s failed: %s", item_id, result)
                 else:
                     taggings[item_id] = result
+        report.phases["tagging"] = time.monotonic() - tagging_started
     ready = [e.item for e in entries if e.item.id in taggings or (e.photo is None and e.item.given_tags)]
     if not ready:
         report.seconds = time.monotonic() - started
@@ -74,7 +78,7 @@ def ingest(
     tagged = [Tagged(i.id, i.num, tags[row], taggings[i.id].features if i.id in taggings else None)
               for row, i in enumerate(ready)]
     if store.versions.current() == 0:
-        report.version = _first_version(settings, store, tagged, progress)
+        report.version = _first_version(settings, store, tagged, progress, report.phases)
         report.built, report.indexed = True, len(ready)
     else:
         codes = index_tagged(store, CurrentModel(settings, store), tagged,
@@ -89,11 +93,13 @@ def ingest(
     return report
 
 
-def _first_version(settings: Settings, store: Store, tagged: list[Tagged], progress: bool) -> int:
+def _first_version(
+    settings: Settings, store: Store, tagged: list[Tagged], progress: bool, phases: dict[str, float]
+) -> int:
     """Fit the topic model on the first items, build version 1 and make it current."""
     version, vectors = build_version(
         settings, store, [t.item_id for t in tagged], [t.num for t in tagged], [t.tags for t in tagged],
-        feature_matrix(tagged),
+        feature_matrix(tagged), phases,
     )
     for t, vector in zip(tqdm(tagged, desc="writing", unit="item", disable=not progress, leave=False), vectors):
         store.items.mark_indexed(t.item_id, t.tags, vector, version, t.features)

@@ -1,8 +1,12 @@
 """Photo -> vector, for query by photo: the backbone's labels and features, through the served
 version's topic model, give the vector the index is searched with.
 
-The backbone (torch) and the topic model are imported and loaded on the first query in a
-process, so API processes that never get one stay light.
+The backbone runs on the compiled CPU runtime (OpenVINO or ONNX Runtime over the exported
+weights, :mod:`recommender.model.runtime`), never torch unless VISTAS_RUNTIME=torch asks: the
+API process does not import torch. The indexer exports the backbone and heads under
+``VISTAS_DATA_DIR/runtime/`` (`vistas export` does it alone); until then a query by photo
+raises MissingExport. The backbone and the topic model load on the first query in a process,
+so API processes that never get one stay light.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ class Embedding:
 def _tagger(settings: Settings) -> Tagger:
     from recommender.model.tagger import Tagger
 
-    return Tagger(settings)
+    return Tagger(settings, serving=True)
 
 
 @lru_cache(maxsize=2)

@@ -198,7 +198,9 @@ def spec() -> dict[str, Any]:
                 "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
                     "type": "object", "required": ["photo"],
                     "properties": {"photo": {"type": "string", "format": "binary"}}}}}},
-                "responses": {**results, "413": _error("Photo too large"), "422": _error("Not a readable photo")}}},
+                "responses": {**results, "413": _error("Photo too large"), "422": _error("Not a readable photo"),
+                              "503": _error("Redis unreachable, no index loaded, or the backbone not exported "
+                                            "yet (`vistas export`)")}}},
             "/v1/map": {"get": {
                 "summary": "The catalog map: every item's 2-D position, title and topic, as parallel arrays",
                 "parameters": [_param("representation", "query", {"type": "string", "enum": list(REPRESENTATIONS)},

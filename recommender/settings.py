@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+#: What may run the backbone (recommender.model.runtime).
+RUNTIMES = ("auto", "torch", "onnx", "openvino")
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,12 @@ class Settings:
     batch_size: int = 16
     #: "auto" (CUDA when available), "cpu" or "cuda".
     device: str = "auto"
+    #: What runs the backbone: "auto" (torch on CUDA, else OpenVINO), "torch", "onnx" (ONNX Runtime), "openvino".
+    runtime: str = "auto"
+    #: Where the exported backbone is kept (None: DATA_DIR/runtime); the CPU image bakes one in.
+    runtime_dir: Path | None = None
+    #: Threads a process tags with (runtime + decoding); 0 means the cores it may run on.
+    threads: int = 0
     #: Backbone: "efficientnet-lite0" (bundled weights) or a torchvision model name.
     backbone: str = "efficientnet-lite0"
     #: Weights file for a torchvision backbone (never downloaded).
@@ -96,6 +104,12 @@ class Settings:
         return replace(self, **changes)
 
 
+def _runtime(raw: str) -> str:
+    if raw not in RUNTIMES:
+        raise ValueError(f"choose one of {', '.join(RUNTIMES)}")
+    return raw
+
+
 def _key_list(raw: str) -> tuple[str, ...]:
     """Comma-separated keys, blanks ignored."""
     return tuple(key.strip() for key in raw.split(",") if key.strip())
@@ -108,6 +122,9 @@ _ENV: dict[str, tuple[str, Any]] = {
     "n_topics": ("VISTAS_TOPICS", int),
     "batch_size": ("VISTAS_BATCH_SIZE", int),
     "device": ("VISTAS_DEVICE", str),
+    "runtime": ("VISTAS_RUNTIME", _runtime),
+    "runtime_dir": ("VISTAS_RUNTIME_DIR", Path),
+    "threads": ("VISTAS_THREADS", int),
     "backbone": ("VISTAS_BACKBONE", str),
     "backbone_weights": ("VISTAS_BACKBONE_WEIGHTS", Path),
     "max_image_pixels": ("VISTAS_MAX_IMAGE_PIXELS", int),

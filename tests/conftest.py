@@ -20,6 +20,7 @@ import pytest
 from indexer.embedded_redis import EmbeddedRedis
 from indexer.ingest import ingest
 from indexer.manifest import read_catalog
+from recommender.model.onnx_export import export_all
 from recommender.model.tagger import Tagger
 from recommender.settings import Settings
 from recommender.store import Store
@@ -80,9 +81,9 @@ def store(settings: Settings) -> Store:
 
 
 @pytest.fixture(scope="session")
-def tagger() -> Tagger:
-    """The real backbone, without custom heads."""
-    return Tagger(Settings(device="cpu"), with_heads=False)
+def tagger(tmp_path_factory: pytest.TempPathFactory) -> Tagger:
+    """The real backbone on the default CPU runtime, without custom heads."""
+    return Tagger(Settings(device="cpu", data_dir=tmp_path_factory.mktemp("tagger")), with_heads=False)
 
 
 @pytest.fixture(scope="session")
@@ -98,6 +99,7 @@ def indexed(
     s = _settings(redis_server, tmp_path_factory.mktemp("indexed"))
     store = Store.from_url(s.redis_url_or_default, s.key_prefix)
     ingest(read_catalog(sample_manifest), s, store, tagger=tagger, progress=False)
+    export_all(s)  # the shared tagger exported under its own data dir; API processes look under this one
     yield s
     store.clear()
     shutil.rmtree(s.data_dir, ignore_errors=True)

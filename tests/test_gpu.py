@@ -75,7 +75,7 @@ def bad_photos(tmp_path: Path) -> dict[str, Path | bytes]:
 
 @pytest.fixture(scope="module")
 def reference() -> Tagger:
-    return Tagger(Settings(device="cpu"), with_heads=False)
+    return Tagger(Settings(device="cpu", runtime="torch"), with_heads=False)
 
 
 @pytest.fixture(scope="module")

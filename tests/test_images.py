@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from recommender.model.images import prefetch_crops
+from recommender.model.prefetch import prefetch_crops
 from recommender.photos import CROP_SIZE, ImageError, load_crop, load_image
 from tests.conftest import DEMO
 

@@ -39,8 +39,9 @@ def shop(redis_server: EmbeddedRedis, tagger: Tagger, tmp_path_factory: pytest.T
     """A catalog of its own: the page's events move popularity, which other modules' catalogs must not see."""
     rows = [r for category in SHOP for r in [r for r in demo_rows() if r["category"] == category][:PER_CATEGORY]]
     directory = tmp_path_factory.mktemp("shop")
+    # 10 topics for 30 items: with a topic per item every similarity is near 0 and the ranking float noise.
     settings = Settings(redis_url=redis_server.url, data_dir=directory / "data",
-                        key_prefix=f"shop-{uuid.uuid4().hex[:8]}")
+                        key_prefix=f"shop-{uuid.uuid4().hex[:8]}", n_topics=10)
     store = Store.from_url(settings.redis_url_or_default, settings.key_prefix)
     ingest(read_catalog(write_manifest(rows, directory)), settings, store, tagger=tagger, progress=False)
     yield settings

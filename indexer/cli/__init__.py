@@ -15,12 +15,12 @@ from pathlib import Path
 
 import click
 
-from recommender.settings import Settings
+from recommender.settings import RUNTIMES, Settings
 
 #: Command name -> its module under indexer/cli/, in the order `vistas --help` lists them.
 COMMANDS = {
     "ingest": "ingest", "serve": "serve", "demo": "demo", "train-head": "train_head", "eval": "evaluate",
-    "worker": "worker", "reindex": "reindex", "train-users": "train_users", "status": "status",
+    "worker": "worker", "reindex": "reindex", "train-users": "train_users", "status": "status", "export": "export",
 }
 
 
@@ -51,10 +51,12 @@ def _setup_logging(verbose: bool) -> None:
               help="Prefix of every Redis key, to share one Redis [env VISTAS_KEY_PREFIX; default vistas].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]),
               help="Where the backbone runs [env VISTAS_DEVICE; default auto = CUDA when present].")
+@click.option("--runtime", type=click.Choice(RUNTIMES),
+              help="What runs the backbone [env VISTAS_RUNTIME; default auto = torch on CUDA, else OpenVINO].")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @click.pass_context
 def main(ctx: click.Context, redis_url: str | None, data_dir: Path | None, key_prefix: str | None,
-         device: str | None, verbose: bool) -> None:
+         device: str | None, runtime: str | None, verbose: bool) -> None:
     """Vistas: content-based image recommendations from photos.
 
     Photos are tagged by a pretrained CNN, tags and features are grouped into
@@ -74,6 +76,7 @@ def main(ctx: click.Context, redis_url: str | None, data_dir: Path | None, key_p
     """
     _setup_logging(verbose)
     try:
-        ctx.obj = Settings.from_env(redis_url=redis_url, data_dir=data_dir, key_prefix=key_prefix, device=device)
+        ctx.obj = Settings.from_env(redis_url=redis_url, data_dir=data_dir, key_prefix=key_prefix, device=device,
+                                     runtime=runtime)
     except (ValueError, TypeError) as exc:
         raise click.UsageError(str(exc)) from None

@@ -12,7 +12,7 @@ from indexer.cli import ingest
 from indexer.cli.common import open_store
 from indexer.embedded_redis import EmbeddedRedis
 from indexer.manifest import read_catalog
-from recommender.model.heads import heads_dir
+from recommender.model.exported import heads_dir, missing_exports
 from recommender.server import GunicornServer
 from recommender.settings import Settings
 
@@ -44,6 +44,10 @@ def command(settings: Settings, bind: str, workers: int, catalog_path: Path) -> 
         if store.versions.current() and expected <= set(store.items.ids()):
             click.echo(f"demo catalog already indexed (version {store.versions.current()}, "
                        f"{store.items.count()} items)")
+            if missing_exports(settings):  # query by photo in the API needs them; ingest would have made them
+                from recommender.model.onnx_export import export_all
+
+                export_all(settings)
         else:
             ingest.run(settings, catalog_path, reset=False)
         host = bind if "://" in bind else f"http://{bind}"

@@ -72,6 +72,8 @@ def run(settings: Settings, path: Path, reset: bool, enqueue: bool = False) -> N
         f"{report.indexed} of {report.stored} items indexed, {len(report.failed)} failed, "
         f"index version {report.version}{' (new)' if report.built else ''}, {report.seconds:.1f}s"
     )
+    if report.phases:
+        click.echo("  " + ", ".join(f"{phase} {seconds:.1f}s" for phase, seconds in report.phases.items()))
     for item_id, reason in report.failed[:20]:
         click.echo(f"  failed {item_id}: {reason}", err=True)
 

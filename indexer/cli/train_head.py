@@ -12,6 +12,7 @@ from indexer.datasets import labelled_features, read_labelled
 from indexer.heads import train_head
 from indexer.manifest import ManifestError
 from recommender.model.heads import heads_dir
+from recommender.model.onnx_export import export_head
 from recommender.settings import Settings
 
 
@@ -46,6 +47,7 @@ def command(settings: Settings, dataset: Path, name: str, label_column: str, see
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     head.save(heads_dir(settings.data_dir) / name, report)
+    export_head(heads_dir(settings.data_dir) / name)  # for the CPU runtimes and the API
     click.echo(
         f"head {name}: {report.labels} labels, {report.train_size} training / {report.heldout_size} held-out photos\n"
         f"  held-out accuracy       {report.heldout_accuracy:.3f}   (top-5 {report.heldout_top5_accuracy:.3f})\n"

@@ -8,6 +8,7 @@ from recommender.api.params import filters_arg, float_arg, int_arg
 from recommender.auth import require
 from recommender.embed import embed
 from recommender.errors import ApiError, photo_error
+from recommender.model.exported import MissingExport
 from recommender.photos import ImageError
 from recommender.state import recommender, state
 
@@ -29,6 +30,8 @@ def search_by_photo():
         query = embed(s.settings, rec.live.version, upload.read())
     except ImageError as exc:
         raise photo_error(exc) from None
+    except MissingExport as exc:  # the indexer exports the backbone; an API process cannot (no torch)
+        raise ApiError(503, "model_not_exported", str(exc)) from None
     results = rec.search(query.vector, k, filters, diversity, tags=[t for t, _ in query.labels])
     return jsonify({"items": results, "version": rec.live.version,
                     "tags": [{"tag": t, "score": p} for t, p in query.labels]})

@@ -13,10 +13,13 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
-HEAD_FILE, LABELS_FILE, REPORT_FILE = "head.pt", "labels.json", "report.json"
+from recommender.model.exported import HEAD_FILE, LABELS_FILE, REPORT_FILE, heads_dir, saved_heads
+
+__all__ = ["HEAD_FILE", "LABELS_FILE", "REPORT_FILE", "Head", "LabelHead", "TrainReport", "heads_dir", "load_heads"]
 INPUT_DROPOUT = 0.2  # few examples per label: dropping features keeps the head from memorising
 
 
@@ -62,6 +65,10 @@ class Head:
         self.model.eval()
         return self.model(features.float()).softmax(dim=1)
 
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        """:meth:`predict` on numpy features, the interface the compiled heads share."""
+        return self.predict(torch.from_numpy(features)).numpy()
+
     def save(self, directory: Path, report: TrainReport | None = None) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         torch.save({"state": self.model.state_dict(), "feature_dim": self.model.feature_dim,
@@ -79,13 +86,6 @@ class Head:
         return cls(directory.name, labels, model.eval())
 
 
-def heads_dir(data_dir: Path) -> Path:
-    return Path(data_dir) / "heads"
-
-
 def load_heads(data_dir: Path) -> list[Head]:
     """Every saved head under the data directory, by name."""
-    root = heads_dir(data_dir)
-    if not root.is_dir():
-        return []
-    return [Head.load(d) for d in sorted(root.iterdir()) if (d / HEAD_FILE).is_file()]
+    return [Head.load(d) for d in saved_heads(data_dir)]

@@ -1,7 +1,8 @@
-"""The tagger's side of photo decoding: crops prefetched on threads, and the device (nvJPEG) path.
+"""The GPU fast path's side of photo decoding: which photos the device (nvJPEG) may decode, and doing it.
 
 Decoding itself is :mod:`recommender.photos`, the one safe decoder every
-door shares; this module schedules it and adds the GPU fast path. The device
+door shares; :mod:`recommender.model.prefetch` schedules it on threads, and
+this module adds the GPU fast path. The device
 path only takes plain baseline JPEGs whose header passed the same byte and
 pixel limits and whose shape keeps the resize small; every other photo, and
 any JPEG the decoder refuses, goes through the reference path, errors
@@ -11,11 +12,9 @@ included.
 from __future__ import annotations
 
 import io
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TypeVar, cast
+from typing import cast
 
 import numpy as np
 import torch
@@ -31,41 +30,6 @@ DECODE_PIXEL_BUDGET = 128_000_000
 #: strip would cost its upscaled size in device memory. Longer shapes go to Pillow, which crops first.
 DEVICE_MAX_ASPECT = 4.0
 _JPEG_END = b"\xff\xd9"
-
-K = TypeVar("K")
-T = TypeVar("T")
-
-
-def prefetch_crops(
-    sources: Iterable[tuple[K, Source]], max_pixels: int, max_bytes: int, workers: int = 2, ahead: int = 64
-) -> Iterator[tuple[K, np.ndarray | ImageError]]:
-    """Decode photos on a thread pool, in order, at most ``ahead`` in flight.
-
-    Pillow releases the GIL while decoding and resizing, so this overlaps with
-    the forward pass running in the caller's thread.
-    """
-    return prefetch(sources, lambda source: load_crop(source, max_pixels, max_bytes), workers, ahead)
-
-
-def prefetch(
-    sources: Iterable[tuple[K, Source]], load: Callable[[Source], T], workers: int, ahead: int
-) -> Iterator[tuple[K, T | ImageError]]:
-    """``load`` each source on a thread pool, results in order, at most ``ahead`` in flight."""
-    pending: deque[tuple[K, Future[T]]] = deque()
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
-        for key, source in sources:
-            pending.append((key, pool.submit(load, source)))
-            if len(pending) >= ahead:
-                yield _result(*pending.popleft())
-        while pending:
-            yield _result(*pending.popleft())
-
-
-def _result(key: K, future: Future[T]) -> tuple[K, T | ImageError]:
-    try:
-        return key, future.result()
-    except ImageError as exc:
-        return key, exc
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,8 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import torch
 
-from recommender.model.images import Jpeg, crops_on_device, jpeg_or_crop, prefetch
+from recommender.model.images import Jpeg, crops_on_device, jpeg_or_crop
+from recommender.model.prefetch import prefetch
 from recommender.photos import ImageError, Source
 
 K = TypeVar("K")
