@@ -9,7 +9,10 @@ Three inputs are supported, as in the original study:
 ``mix`` is what serves recommendations: the feature half keeps the retrieval
 quality of the raw features, the tag half pulls items with the same labels
 together (``bench/quality.py`` measures all three). A topic is named by the
-tags of the items that load on it: "beach, sandbar, promontory".
+tags that set it apart (``recommender.model.naming``): "sandbar, beach". Near-duplicate
+topics (the same tags) make the model refit with fewer; ``VISTAS_TOPICS`` is the upper bound.
+Topic ids outlive a refit: a reindex matches the new topics to the previous version's
+(``recommender.model.identity``), and a matched topic keeps its id and name.
 
 Topic weights are then divided by their spread over the catalog (so a rare
 topic counts as much as a common one) and square-rooted (so one dominant topic
@@ -33,6 +36,7 @@ from sklearn.decomposition import NMF
 from sklearn.decomposition._cdnmf_fast import _update_cdnmf_fast  # the solver nmf.transform runs
 from sklearn.exceptions import ConvergenceWarning
 
+from recommender.model import naming
 from recommender.model.vocabulary import TagVocabulary, imagenet_labels
 from recommender.ranking import unit
 from recommender.settings import Settings
@@ -46,19 +50,27 @@ REPRESENTATIONS: tuple[Representation, ...] = ("mix", "features", "tags")
 #: Serves until `vistas eval` ranks the representations on a labelled catalog (bench/quality.py: best on the demo).
 DEFAULT_REPRESENTATION: Representation = "mix"
 TOP_TAGS_PER_TOPIC = 8
-NAME_TAGS = 3
+#: Refits with fewer topics while near-duplicates remain, at most this many times (each is one more NMF fit).
+MAX_REFITS = 3
 
 
 @dataclass(frozen=True)
 class Topic:
-    """One topic: its readable name and the tags that define it."""
+    """One topic: its stable id, readable name and the tags that define it.
+
+    ``group`` is the id of the first topic it is a near-duplicate of (its own id when none),
+    so the map's legend can show such topics together; ``name_tags`` are the labels the name
+    was made of (each label names at most two topics)."""
 
     id: int
     name: str
     top_tags: list[tuple[str, float]]
+    group: int = -1
+    name_tags: tuple[str, ...] = ()
 
     def to_json(self) -> dict:
-        return {"id": self.id, "name": self.name, "top_tags": [{"tag": t, "weight": w} for t, w in self.top_tags]}
+        return {"id": self.id, "name": self.name, "group": self.id if self.group < 0 else self.group,
+                "top_tags": [{"tag": t, "weight": w} for t, w in self.top_tags]}
 
 
 @dataclass
@@ -71,9 +83,15 @@ class TopicModel:
     seed: int = 0
     vocabulary: TagVocabulary = field(default_factory=lambda: TagVocabulary(imagenet_labels()))
     feature_dim: int = 0
+    #: label -> the word a shopper reads (a custom head's ``names.json``); other labels: ``naming.readable``.
+    display: dict[str, str] = field(default_factory=dict)
+    duplicate_threshold: float = naming.NEAR_DUPLICATE
     nmf: NMF | None = None
     scale: np.ndarray | None = None
     topics: list[Topic] = field(default_factory=list)
+    profiles: np.ndarray | None = None  # topics x vocabulary: see naming.tag_profiles
+    next_id: int = 0  # the id a topic new to this model's lineage gets
+    refits: list[str] = field(default_factory=list)  # the near-duplicates each refit removed, in words
 
     # -- building the input matrix -------------------------------------------------
     def tag_matrix(self, tags: Sequence[Sequence[tuple[str, float]]]) -> np.ndarray:
@@ -109,16 +127,36 @@ class TopicModel:
         n_topics = min(self.n_topics, x.shape[0], x.shape[1])
         if n_topics < self.n_topics:
             log.warning("catalog has %d items: fitting %d topics instead of %d", x.shape[0], n_topics, self.n_topics)
+        presence = (self.tag_matrix(tags) > 0).astype(np.float32)
+        self.refits = []
+        weights = self._fit_nmf(x, n_topics)
+        for _ in range(MAX_REFITS):
+            groups = naming.duplicate_groups(naming.tag_profiles(weights, presence), self.duplicate_threshold)
+            fewer = len(set(groups))
+            if fewer == self.n_topics or fewer < 1:
+                break
+            self.refits.append(self._merged_in_words(naming.tag_profiles(weights, presence), groups))
+            log.info("topics: %s; refitting %d topics instead of %d", self.refits[-1], fewer, self.n_topics)
+            weights = self._fit_nmf(x, fewer)
+        spread = weights.std(axis=0)
+        self.scale = np.where(spread > 1e-9, spread, 1.0).astype(np.float32)
+        self._describe(naming.tag_profiles(weights, presence))
+        return self._serving(weights)
+
+    def _fit_nmf(self, x: np.ndarray, n_topics: int) -> np.ndarray:
+        """Fit NMF with ``n_topics``; the items' topic weights, computed as ``transform`` will."""
         self.n_topics = n_topics
         self.nmf = NMF(n_topics, init="nndsvda", max_iter=1000, tol=1e-5, random_state=self.seed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             self.nmf.fit(x)
-        weights = self._weights(x)
-        spread = weights.std(axis=0)
-        self.scale = np.where(spread > 1e-9, spread, 1.0).astype(np.float32)
-        self.topics = self._describe(weights, self.tag_matrix(tags))
-        return self._serving(weights)
+        return self._weights(x)
+
+    def _merged_in_words(self, profiles: np.ndarray, groups: list[int]) -> str:
+        """Which topics were near-duplicates, by their would-be names ("castle, church = mosque, dome")."""
+        names = [name for name, _ in naming.name_topics(profiles, self.vocabulary.labels, self.display_name)]
+        merged = {g: [names[k] for k in range(len(groups)) if groups[k] == g] for g in set(groups)}
+        return "near-duplicates " + "; ".join(" = ".join(ns) for ns in merged.values() if len(ns) > 1)
 
     def transform(self, tags: Sequence[Sequence[tuple[str, float]]], features: np.ndarray | None) -> np.ndarray:
         """Serving vectors for items the model was not fitted on (no refit)."""
@@ -155,24 +193,27 @@ class TopicModel:
         return unit(np.sqrt(np.maximum(weights, 0.0) / self.scale)).astype(np.float32)
 
     # -- describing topics -----------------------------------------------------------
-    def _describe(self, weights: np.ndarray, tag_matrix: np.ndarray) -> list[Topic]:
-        """Each topic is named by the tags of the items that load on it (a weighted
-        average), which works the same for every representation."""
-        return self._topics_from_loadings(weights.T @ tag_matrix)
+    def display_name(self, label: str) -> str:
+        return naming.readable(self.display.get(label, label))
 
-    def _topics_from_loadings(self, loadings: np.ndarray) -> list[Topic]:
-        topics: list[Topic] = []
-        used: set[str] = set()
-        for i, row in enumerate(loadings):
-            order = np.argsort(-row)[:TOP_TAGS_PER_TOPIC]
-            total = float(row[order].sum()) or 1.0
-            top = [(self.vocabulary.labels[j], round(float(row[j]) / total, 4)) for j in order if row[j] > 0]
-            name = ", ".join(t for t, _ in top[:NAME_TAGS]) or f"topic {i}"
-            if name in used:
-                name = f"{name} ({i})"
-            used.add(name)
-            topics.append(Topic(i, name, top))
-        return topics
+    def _describe(self, profiles: np.ndarray) -> None:
+        """Top tags, distinctive names and near-duplicate groups of fresh topics (ids 0..n-1)."""
+        self.profiles = profiles
+        self.next_id = len(profiles)
+        self.topics = self.named(list(range(len(profiles))))
+
+    def named(self, ids: list[int], fixed: dict[int, tuple[str, tuple[str, ...]]] | None = None,
+              taken: list[str] | None = None) -> list[Topic]:
+        """The topics of this model's columns under ``ids``; ``fixed`` columns keep the (name, labels)
+        given, the rest are named around them and around the ``taken`` names."""
+        assert self.profiles is not None
+        labels = self.vocabulary.labels
+        names = naming.name_topics(self.profiles, labels, self.display_name, fixed, taken or [])
+        groups = naming.duplicate_groups(self.profiles, self.duplicate_threshold)
+        return [
+            Topic(ids[k], name, [(labels[j], w) for j, w in top], ids[groups[k]], parts)
+            for k, ((name, parts), top) in enumerate(zip(names, naming.top_tags(self.profiles, TOP_TAGS_PER_TOPIC)))
+        ]
 
     # -- persistence -----------------------------------------------------------------
     def save(self, path: Path) -> None:
