@@ -35,9 +35,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from indexer.build import lay_out, new_topic_model, next_version, write_version
+from indexer.build import carry_identity, lay_out, new_topic_model, next_version, write_version
 from indexer.vectors import Tagged, feature_matrix, transform
 from recommender.index import TopicIndex
+from recommender.model.identity import TopicChanges
 from recommender.model.tagger import Tagger
 from recommender.model.topics import TopicModel, load_model
 from recommender.model.vocabulary import merge_tags
@@ -70,6 +71,8 @@ class ReindexReport:
     retransformed: int = 0  # items indexed during the build, given the new model's vectors after the flip
     seconds: float = 0.0
     phases: dict[str, float] = field(default_factory=dict)
+    topics: TopicChanges | None = None  # what happened to the topics' ids and names
+    refits: list[str] = field(default_factory=list)  # near-duplicate topics fitted away
 
 
 @dataclass
@@ -165,6 +168,7 @@ class Reindex:
             model = new_topic_model(self.settings, self.store)
             features = feature_matrix(tagged)
             vectors = model.fit([t.tags for t in tagged], features)
+            self.report.topics, self.report.refits = carry_identity(self.settings, self.store, model), model.refits
         log.info("reindex %s: fitted %d topics on %d items in %.1fs", self.job, model.n_topics, len(rows),
                  self.report.phases["fit"])
         self._sample = Sample(tagged, features, vectors)

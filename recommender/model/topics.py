@@ -25,7 +25,7 @@ from __future__ import annotations
 import io
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -36,7 +36,8 @@ from sklearn.decomposition import NMF
 from sklearn.decomposition._cdnmf_fast import _update_cdnmf_fast  # the solver nmf.transform runs
 from sklearn.exceptions import ConvergenceWarning
 
-from recommender.model import naming
+from recommender.model import identity, naming
+from recommender.model.identity import TopicChanges
 from recommender.model.vocabulary import TagVocabulary, imagenet_labels
 from recommender.ranking import unit
 from recommender.settings import Settings
@@ -214,6 +215,36 @@ class TopicModel:
             Topic(ids[k], name, [(labels[j], w) for j, w in top], ids[groups[k]], parts)
             for k, ((name, parts), top) in enumerate(zip(names, naming.top_tags(self.profiles, TOP_TAGS_PER_TOPIC)))
         ]
+
+    def adopt(self, previous: "TopicModel | None", renamed: Mapping[int, str] | None = None) -> TopicChanges:
+        """Take the ids, and names, of the previous version's topics that these match (``identity``).
+
+        ``renamed`` are the merchandiser's names by id: not handed out to other topics. A
+        previous model saved before tag profiles were kept is matched on its top tags, and
+        lends its ids only (its names were not distinctive)."""
+        assert self.profiles is not None, "fit() comes first"
+        changes = TopicChanges()
+        old = previous.topics if previous is not None else []
+        if previous is None or not old:
+            changes.new = [(t.id, t.name) for t in self.topics]
+            return changes
+        old_labels = previous.vocabulary.labels
+        old_profiles = getattr(previous, "profiles", None)
+        keep_names = old_profiles is not None
+        if old_profiles is None:
+            old_profiles = identity.profile_of_top_tags([t.top_tags for t in old], old_labels)
+        pairs = identity.match(self.profiles, self.vocabulary.labels, old_profiles, old_labels)
+        fresh = max(getattr(previous, "next_id", 0), max(t.id for t in old) + 1)
+        ids, self.next_id = identity.carry_over(len(self.profiles), pairs, [t.id for t in old], fresh)
+        fixed = {k: (old[j].name, tuple(old[j].name_tags)) for k, j in pairs.items()} if keep_names else {}
+        taken = [name for i, name in (renamed or {}).items() if i in ids]
+        self.topics = self.named(ids, fixed, taken)
+        matched = {old[j].id for j in pairs.values()}
+        changes.kept = [(t.id, t.name) for k, t in enumerate(self.topics) if k in pairs]
+        changes.new = [(t.id, t.name) for k, t in enumerate(self.topics) if k not in pairs]
+        changes.gone = [(t.id, t.name) for t in old if t.id not in matched]
+        changes.renamed_kept = sorted(i for i in (renamed or {}) if i in matched)
+        return changes
 
     # -- persistence -----------------------------------------------------------------
     def save(self, path: Path) -> None:
