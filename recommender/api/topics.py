@@ -19,16 +19,23 @@ def list_topics():
     return jsonify({"topics": live.topics, "version": live.version})
 
 
-@bp.put("/<int:topic_id>")
+@bp.put("/<topic_id>")
 @require("admin")
-def rename_topic(topic_id: int):
+def rename_topic(topic_id: str):
     """Give a topic a name of one's own: shown wherever the topic is, and kept by reindexes that keep the topic."""
+    if not topic_id.isascii() or not topic_id.isdigit():
+        raise ApiError(400, "bad_parameter", f"topic id must be a non-negative integer, not {topic_id!r}")
+    return _rename(int(topic_id))
+
+
+def _rename(topic_id: int):
+    """The name goes to Redis, not the version: versions are immutable, and the name must outlive them."""
     live = ready_index()
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise ApiError(400, "bad_json", 'send a JSON object {"name": "..."} (Content-Type: application/json)')
     name = body.get("name")
-    if set(body) != {"name"} or not isinstance(name, str) or not 0 < len(" ".join(name.split())) <= NAME_MAX:
+    if set(body) != {"name"} or not isinstance(name, str) or not name.split() or len(name) > NAME_MAX:
         raise ApiError(422, "invalid_topic_name", f'send exactly {{"name": "..."}}, 1-{NAME_MAX} characters')
     name = " ".join(name.split())
     topics = live.topics
