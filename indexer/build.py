@@ -92,7 +92,7 @@ def lay_out(
     items = store.items.get_many(ids)
     return build_map(
         ids, nums, [i.title if i else "" for i in items], [bool(i and i.image) for i in items],
-        tags, features, vectors, settings.n_topics,
+        tags, features, vectors, settings.n_topics, display_names(heads_dir(settings.data_dir)),
     )
 
 
