@@ -153,3 +153,13 @@ def test_a_catalog_with_fewer_items_than_topics(n_items: int) -> None:
     assert 1 <= model.n_topics <= n_items and len({t.name for t in model.topics}) == model.n_topics
     assert model.transform(items, None).shape == (n_items, model.n_topics)
     assert len(model.adopt(model).kept) == model.n_topics
+
+
+def test_a_kept_topic_shows_its_tags_in_the_display_names_of_now() -> None:
+    first = fit(themed_catalog(seed=0))
+    snow = next(t for t in first.topics if theme_of(t.name_tags) == {"snow"})
+    label = snow.name_tags[0]
+    again = fit(themed_catalog(seed=5), display={label: "Winter Fun"})
+    again.adopt(first)
+    kept = next(t for t in again.topics if t.id == snow.id)
+    assert kept.name_tags == snow.name_tags and kept.name.split(", ")[0] == "winter fun"

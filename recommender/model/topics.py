@@ -236,7 +236,12 @@ class TopicModel:
         pairs = identity.match(self.profiles, self.vocabulary.labels, old_profiles, old_labels)
         fresh = max(getattr(previous, "next_id", 0), max(t.id for t in old) + 1)
         ids, self.next_id = identity.carry_over(len(self.profiles), pairs, [t.id for t in old], fresh)
-        fixed = {k: (old[j].name, tuple(old[j].name_tags)) for k, j in pairs.items()} if keep_names else {}
+        fixed: dict[int, tuple[str, tuple[str, ...]]] = {}
+        for k, j in pairs.items() if keep_names else ():
+            # The same tags, in the words the heads' names.json says now (an edit shows after a reindex).
+            words = ", ".join(self.display_name(label) for label in old[j].name_tags)
+            unique = words and words not in {name for name, _ in fixed.values()}
+            fixed[k] = (words if unique else old[j].name, tuple(old[j].name_tags))
         taken = [name for i, name in (renamed or {}).items() if i in ids]
         self.topics = self.named(ids, fixed, taken)
         matched = {old[j].id for j in pairs.values()}
