@@ -17,7 +17,7 @@ from recommender.json_provider import OrjsonProvider
 from recommender.metrics import init_metrics
 from recommender.settings import Settings
 from recommender.state import init_app
-from recommender.web import map_page
+from recommender.web import pages
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ def create_app(settings: Settings | None = None, clock: Callable[[], float] = ti
     settings = settings or Settings.from_env()
     # One request at a time per process: FAISS's OpenMP threads only add contention (3x slower here).
     faiss.omp_set_num_threads(1)
-    app = Flask(__name__, static_folder="web/static", static_url_path="/web")  # the map page's files
+    app = Flask(__name__, static_folder="web/static", static_url_path="/web")  # the demo pages' files
     app.json = OrjsonProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_image_bytes + 1024 * 1024
     live = init_app(app, settings, clock).live
@@ -35,7 +35,7 @@ def create_app(settings: Settings | None = None, clock: Callable[[], float] = ti
     if not auth_enabled(settings):
         log.warning("NO API KEYS CONFIGURED: development mode, every endpoint (writes included) is open. "
                     "Set VISTAS_ADMIN_KEYS and VISTAS_CLIENT_KEYS in production.")
-    for blueprint in (health.bp, items.bp, topics.bp, users.bp, search.bp, docs.bp, map_api.bp, map_page.bp):
+    for blueprint in (health.bp, items.bp, topics.bp, users.bp, search.bp, docs.bp, map_api.bp, pages.bp):
         app.register_blueprint(blueprint)
     init_metrics(app)
     try:

@@ -2,8 +2,10 @@
 
 A profile folds the topic vectors of the items a user touched into one
 vector: each event weighs by its type (a purchase says more than a view) and
-halves every ``half_life_days``. Recommendations search with that vector,
-blended with popularity while the history is thin (see ``Recommender.recommend``).
+halves every ``half_life_days``. It shows a user their topic mixture
+(``/profile``), and it ranks for them while no collaborative model is trained
+(see ``Recommender.recommend``); a ``dismiss`` weighs nothing and keeps the
+item out of their answers for good.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from recommender.index import TopicIndex
+from recommender.users.collaborative import DAY, DISMISS, EVENT_WEIGHTS
 
-EVENT_WEIGHTS = {"view": 1.0, "click": 2.0, "add_to_cart": 4.0, "purchase": 8.0}
-DAY = 86400.0
+__all__ = ["DAY", "DISMISS", "EVENT_WEIGHTS", "Profile", "build_profile", "decay", "profile_topics"]
 
 
 @dataclass
@@ -28,6 +30,7 @@ class Profile:
     item_weights: dict[str, float]
     purchased: set[str]
     views: Counter
+    dismissed: set[str]
 
 
 def decay(age_seconds: float, half_life_days: float) -> float:
@@ -39,12 +42,18 @@ def build_profile(events: list[dict], index: TopicIndex, now: float, half_life_d
     item_weights: dict[str, float] = defaultdict(float)
     purchased: set[str] = set()
     views: Counter = Counter()
+    dismissed: set[str] = set()
     for event in events:
+        if event["type"] == DISMISS:
+            dismissed.add(event["item"])
+            continue
         item_weights[event["item"]] += EVENT_WEIGHTS[event["type"]] * decay(now - event["ts"], half_life_days)
         if event["type"] == "purchase":
             purchased.add(event["item"])
         elif event["type"] == "view":
             views[event["item"]] += 1
+    for item_id in dismissed:  # a dismissed item says nothing about what the user wants (as in the hybrid)
+        item_weights.pop(item_id, None)
     vector = np.zeros(index.dim, dtype=np.float32)
     for item_id, weight in item_weights.items():
         num = index.nums.get(item_id)
@@ -52,7 +61,7 @@ def build_profile(events: list[dict], index: TopicIndex, now: float, half_life_d
             vector += weight * index.vector(num)
     strength = float(sum(item_weights.values()))
     has_vector = bool(np.any(vector))
-    return Profile(vector if has_vector else None, strength, dict(item_weights), purchased, views)
+    return Profile(vector if has_vector else None, strength, dict(item_weights), purchased, views, dismissed)
 
 
 def profile_topics(profile: Profile, topics: list[dict], top: int = 5) -> list[dict]:

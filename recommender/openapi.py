@@ -10,6 +10,7 @@ from typing import Any
 
 from recommender.catalog_map import REPRESENTATIONS
 from recommender.events import EVENT_WEIGHTS
+from recommender.reasons import SOURCES as REASON_SOURCES
 from recommender.store.items import Status
 
 ID = {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"}
@@ -80,9 +81,18 @@ SCHEMAS: dict[str, Any] = {
             "topics": {"type": "array", "items": _ref("TopicWeight")},
             "tags": {"type": "array", "items": {"type": "string"}},
             "because_of": {"type": "array", "items": {"type": "string"}},
-            "popular": {"type": "boolean"}}}}},
+            "popular": {"type": "boolean"},
+            "source": {"type": "string", "enum": list(REASON_SOURCES),
+                       "description": "recommendations and also: the signal that brought the result"},
+            "text": {"type": "string", "description": "recommendations and also: why, in a sentence"}}}}},
+    "ItemPage": {"type": "object", "required": ["items", "total", "offset", "version"], "properties": {
+        "items": {"type": "array", "items": {"allOf": [_ref("Item"), {"type": "object", "required": ["photo"],
+                                                                      "properties": {"photo": {"type": "boolean"}}}]}},
+        "total": {"type": "integer", "description": "Served items in all"}, "offset": {"type": "integer"},
+        "version": {"type": "integer"}}},
     "Results": {"type": "object", "required": ["items", "version"], "properties": {
-        "items": {"type": "array", "items": _ref("Result")}, "version": {"type": "integer"}}},
+        "items": {"type": "array", "items": _ref("Result")}, "version": {"type": "integer"},
+        "model": {"type": ["integer", "null"], "description": "recommendations: the user-model version, null: none"}}},
     "Map": {"type": "object", "required": [
         "version", "representation", "count", "ids", "titles", "x", "y", "topics", "own_topics", "own_topic_names",
         "photos", "thumbnail_url", "representations", "summary"], "properties": {
@@ -129,6 +139,13 @@ def spec() -> dict[str, Any]:
             "/readyz": {"get": {"summary": "Readiness: Redis reachable and an index loaded", "security": [],
                                 "responses": {"200": _json({"type": "object"}, "Ready"),
                                               "503": _json({"type": "object"}, "Not ready, with the failing checks")}}},
+            "/v1/items": {"get": {
+                "summary": "The served catalog a page at a time, in index order (a storefront grid)",
+                "parameters": [_param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 100,
+                                                         "default": 24}, "Items per page"),
+                               _param("offset", "query", {"type": "integer", "minimum": 0, "maximum": 10**9,
+                                                          "default": 0}, "Items to skip")],
+                "responses": {"200": _json(_ref("ItemPage"), "A page of items"), **COMMON_ERRORS}}},
             "/v1/items/{item_id}": {
                 "get": {"summary": "One item: metadata, status, tags, named topics", "parameters": [ITEM_ID],
                         "responses": {"200": _json(_ref("Item"), "The item"), **COMMON_ERRORS, **item_404}},
@@ -150,6 +167,11 @@ def spec() -> dict[str, Any]:
             },
             "/v1/items/{item_id}/similar": {"get": {
                 "summary": "Items most similar to this one, with reasons", "parameters": [ITEM_ID, K, *FILTERS, DIVERSITY],
+                "responses": {**results, **item_404, "409": _error("Item not indexed yet (queued or failed)")}}},
+            "/v1/items/{item_id}/also": {"get": {
+                "summary": "Customers also viewed: co-occurrence from the user model, filled from content similarity "
+                           "when the item is too new or no model is trained yet",
+                "parameters": [ITEM_ID, K, *FILTERS],
                 "responses": {**results, **item_404, "409": _error("Item not indexed yet (queued or failed)")}}},
             "/v1/topics": {"get": {"summary": "Topics of the served version", "responses": {
                 "200": _json({"type": "object", "required": ["topics", "version"], "properties": {
@@ -174,7 +196,8 @@ def spec() -> dict[str, Any]:
                               "404": _error("Unknown item"), "422": _error("Invalid events; nothing stored"),
                               **COMMON_ERRORS}}},
             "/v1/users/{user_id}/recommendations": {"get": {
-                "summary": "Recommendations from the user's affinity profile, blended with popularity",
+                "summary": "Recommendations: the trained hybrid (content, collaborative, viewed-next, trending, "
+                           "popular), else the affinity profile blended with popularity; never a dismissed item",
                 "parameters": [USER_ID, K, *FILTERS], "responses": results}},
             "/v1/users/{user_id}/profile": {"get": {
                 "summary": "The user's topic mixture and recent events", "parameters": [USER_ID],
@@ -203,9 +226,10 @@ def spec() -> dict[str, Any]:
                     "type": "string", "format": "binary"}}}},
                     "304": {"description": "Not modified (If-None-Match matched the ETag)"}, **COMMON_ERRORS,
                     "404": _error("Unknown item, or it has no readable photo")}}},
-            **{path: {"get": {"summary": "The catalog map page (HTML; it asks for a client key when keys are set)",
+            **{path: {"get": {"summary": f"The {page} page (HTML; it asks for a client key when keys are set)",
                               "security": [], "responses": {"200": {"description": "The page", "content": {
-                                  "text/html": {"schema": {"type": "string"}}}}}}} for path in ("/", "/map")},
+                                  "text/html": {"schema": {"type": "string"}}}}}}}
+               for path, page in (("/", "catalog map"), ("/map", "catalog map"), ("/store", "storefront demo"))},
             "/metrics": {"get": {"summary": "Prometheus metrics", "security": [], "responses": {
                 "200": {"description": "Text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
         },

@@ -19,6 +19,16 @@ from recommender.store.items import Status, parse_timestamp
 
 #: Filter masks cached per process (one per kind and category combination asked for).
 MASK_CACHE_SIZE = 64
+#: Extra hits fetched beyond k, to cover items deleted in another process moments ago.
+MARGIN = 5
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result before hydration: the item's number and its score."""
+
+    num: int
+    score: float
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from recommender.index import LiveIndex
 from recommender.recommender import Recommender
 from recommender.settings import Settings
 from recommender.store import Store
+from recommender.users.live import FOLDER, LiveUsers
 from recommender.versions import VersionStore
 
 EXTENSION = "vistas"
@@ -33,16 +34,19 @@ class State:
     store: Store
     live: LiveIndex
     maps: MapCache
+    #: The trained user model (``vistas train-users``), swapped in like index versions.
+    users: LiveUsers
     #: Wall clock for sale windows and event decay; tests inject their own.
     clock: Callable[[], float] = field(default=time.time)
 
 
 def init_app(app: Flask, settings: Settings, clock: Callable[[], float] = time.time) -> State:
-    """Give ``app`` its process's State (the store, the live index, the map cache); :func:`state`
+    """Give ``app`` its process's State (the store, the live index and user model, the map cache); :func:`state`
     returns it inside that app's requests."""
     files = VersionStore(settings.data_dir)
     store = Store.from_url(settings.redis_url_or_default, settings.key_prefix)
-    app.extensions[EXTENSION] = State(settings, store, LiveIndex(store, files), MapCache(files), clock)
+    users = LiveUsers(store, VersionStore(settings.data_dir, FOLDER))
+    app.extensions[EXTENSION] = State(settings, store, LiveIndex(store, files), MapCache(files), users, clock)
     return app.extensions[EXTENSION]
 
 
@@ -59,7 +63,7 @@ def app_state(app: Flask) -> State:
 def recommender() -> Recommender:
     """The verbs over this process's index, caught up with Redis (503 when none is loaded yet)."""
     s = state()
-    return Recommender(s.store, ready_index(), s.settings, s.clock)
+    return Recommender(s.store, ready_index(), s.settings, s.clock, s.users)
 
 
 def ready_index() -> LiveIndex:

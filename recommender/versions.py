@@ -8,6 +8,9 @@ indexer), ``map.json`` (2-D positions of every item in three representations,
 for the map page) and ``map-model.joblib`` (what places new items on that map,
 for the indexer). A version is written into a temporary directory and renamed into
 place, so a reader never sees half of one.
+
+Trained user models are versioned the same way, beside them: ``DATA_DIR/user-models/000001/``
+holds ``manifest.json`` and ``model.joblib`` (see ``recommender.users.live``).
 """
 
 from __future__ import annotations
@@ -32,8 +35,8 @@ MAP_MODEL = "map-model.joblib"
 class VersionStore:
     """Where version directories live and how they are written."""
 
-    def __init__(self, data_dir: Path):
-        self.root = Path(data_dir) / "versions"
+    def __init__(self, data_dir: Path, folder: str = "versions"):
+        self.root = Path(data_dir) / folder
 
     def path(self, version: int) -> Path:
         return self.root / f"{version:06d}"
@@ -56,7 +59,7 @@ class VersionStore:
     def create(self, version: int, manifest: dict[str, Any]) -> Iterator[Path]:
         """Yield a scratch directory to fill; on success it becomes version ``version``."""
         if self.exists(version):
-            raise FileExistsError(f"index version {version} already exists in {self.root}")
+            raise FileExistsError(f"version {version} already exists in {self.root}")
         self.root.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=f".{version:06d}-", dir=self.root))
         try:

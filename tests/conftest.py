@@ -13,6 +13,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -22,6 +23,9 @@ from indexer.manifest import read_catalog
 from recommender.model.tagger import Tagger
 from recommender.settings import Settings
 from recommender.store import Store
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "demo" / "catalog"
@@ -106,3 +110,11 @@ def worker_log(tmp_path: Path) -> Iterator[Path]:
     yield path
     if path.exists():
         print(path.read_text()[-5000:])
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's headless Chromium, one per browser test module (imported here only when a test asks)."""
+    from tests.browser import launch
+
+    yield from launch()

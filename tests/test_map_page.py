@@ -6,69 +6,24 @@ Screenshots and timings go to ``test-artifacts/``.
 from __future__ import annotations
 
 import json
-import shutil
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
-from werkzeug.serving import make_server
+from playwright.sync_api import Browser, Page, expect
 
 from indexer.projection import summarize
-from recommender.app import create_app
 from recommender.catalog_map import REPRESENTATIONS, CatalogMap, Layout
 from recommender.index import TopicIndex
 from recommender.settings import Settings
 from recommender.store import Store
 from recommender.store.items import Item
 from recommender.versions import TOPICS, VersionStore
-from tests.conftest import DEMO, REPO, sample_rows
+from tests.browser import ARTIFACTS, serving, watch_errors
+from tests.conftest import DEMO, sample_rows
 
-ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 SYNTHETIC_ITEMS = 50_000
 INTERACTIVE_WITHIN = 3.0  # seconds from navigation to a hover that answers
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    executable = shutil.which("chromium")
-    if executable is None:
-        pytest.fail("chromium is not installed: `apt-get install chromium` (make test does it)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@contextmanager
-def serving(settings: Settings) -> Iterator[str]:
-    """The real app behind a real HTTP server in a thread; yields its base URL."""
-    server = make_server("127.0.0.1", 0, create_app(settings), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join()
-
-
-def watch_errors(page: Page) -> list[str]:
-    """Console errors and uncaught exceptions of the page, as they happen."""
-    errors: list[str] = []
-
-    def on_console(message: ConsoleMessage) -> None:
-        if message.type == "error":
-            errors.append(f"console: {message.text}")
-
-    page.on("console", on_console)
-    page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
-    return errors
 
 
 def hover(page: Page, item_id: str) -> None:

@@ -20,7 +20,7 @@ from recommender.settings import Settings
 #: Command name -> its module under indexer/cli/, in the order `vistas --help` lists them.
 COMMANDS = {
     "ingest": "ingest", "serve": "serve", "demo": "demo", "train-head": "train_head", "eval": "evaluate",
-    "worker": "worker", "reindex": "reindex", "status": "status",
+    "worker": "worker", "reindex": "reindex", "train-users": "train_users", "status": "status",
 }
 
 
@@ -68,6 +68,8 @@ def main(ctx: click.Context, redis_url: str | None, data_dir: Path | None, key_p
       vistas serve --workers 4         serve the API with gunicorn
       vistas worker                    tag and index queued items (run one per GPU / machine)
       vistas reindex --reuse-features  refit topics and publish a new index version
+      vistas eval --users              choose the user model's blend weights on the events
+      vistas train-users               fit the user model and publish a new version of it
       vistas status                    queue, workers, dead letters, versions
     """
     _setup_logging(verbose)

@@ -51,6 +51,7 @@ def command(settings: Settings, bind: str, workers: int, catalog_path: Path) -> 
         click.echo(
             "\nVistas demo is up. Try:\n"
             f"  {host}/                  the catalog map\n"
+            f"  {host}/store             the storefront demo\n"
             f"  {host}/readyz\n  {host}/v1/topics\n  {host}/v1/items/{sample}\n"
             f"  {host}/v1/items/{sample}/similar?k=5\n"
             "Ctrl-C stops the API and everything the demo started.\n"

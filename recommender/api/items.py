@@ -1,10 +1,12 @@
-"""Items: write, delete, read one, its thumbnail, and the items most similar to it."""
+"""Items: write, delete, list a page, read one, its thumbnail, the items most similar to it, and the items viewed
+with it."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
 from flask import Blueprint, jsonify, request, send_file
 
 from recommender import photos
@@ -18,6 +20,7 @@ from recommender.validation import item_from_body
 
 bp = Blueprint("items", __name__, url_prefix="/v1/items")
 TOPICS_PER_ITEM = 5
+MAX_PAGE = 100
 THUMBNAIL_MAX_AGE = 24 * 3600  # seconds; a changed photo gets a new ETag, so revalidation catches it
 
 
@@ -39,6 +42,21 @@ def item_topics(item: Item) -> list[dict]:
         {"id": live.topics[i]["id"], "name": live.topics[i]["name"], "weight": round(float(item.vector[i]), 4)}
         for i in order if item.vector[i] > 0
     ]
+
+
+@bp.get("")
+@require("client")
+def list_items():
+    """The served catalog a page at a time, in index order: what a storefront grid shows before any ranking."""
+    limit = int_arg("limit", 24, 1, MAX_PAGE)
+    offset = int_arg("offset", 0, 0, 10**9)
+    rec = recommender()
+    nums = np.flatnonzero(rec.index.present)
+    ids = [rec.index.ids[int(n)] for n in nums[offset:offset + limit]]
+    items = [item for item in state().store.items.get_many(ids) if item is not None and item.status != Status.DELETED]
+    return jsonify({"items": [{**item.public(), "topics": item_topics(item), "photo": bool(item.image)}
+                              for item in items],
+                    "total": int(nums.size), "offset": offset, "version": rec.live.version})
 
 
 @bp.get("/<item_id>")
@@ -71,11 +89,29 @@ def similar(item_id: str):
     rec = recommender()
     filters = filters_arg(rec.live, s.clock())
     results = rec.similar_items(item_id_arg(item_id), k, filters, diversity)
-    if results is None:  # not served: say why (unknown, deleted, queued, failed)
-        item = get_item_or_404(item_id)
-        reason = item.reason or f"not in index version {rec.live.version} yet"
-        raise ApiError(409, "item_not_indexed", f"item {item_id!r} is {item.status}: {reason}")
+    if results is None:
+        _not_served(item_id, rec.live.version)
     return jsonify({"items": results, "version": rec.live.version})
+
+
+@bp.get("/<item_id>/also")
+@require("client")
+def also(item_id: str):
+    """"Customers also viewed": co-occurrence from the user model, filled from content for new items."""
+    s = state()
+    k = int_arg("k", 10, 1, s.settings.max_k)
+    rec = recommender()
+    results = rec.also_viewed(item_id_arg(item_id), k, filters_arg(rec.live, s.clock()))
+    if results is None:
+        _not_served(item_id, rec.live.version)
+    return jsonify({"items": results, "version": rec.live.version})
+
+
+def _not_served(item_id: str, version: int) -> None:
+    """Say why an item is not served: unknown or deleted (404), queued or failed (409)."""
+    item = get_item_or_404(item_id)
+    reason = item.reason or f"not in index version {version} yet"
+    raise ApiError(409, "item_not_indexed", f"item {item_id!r} is {item.status}: {reason}")
 
 
 @bp.put("/<item_id>")

@@ -19,7 +19,7 @@ RECENT_EVENTS = 20
 @bp.post("/<user_id>/events")
 @require("client")
 def add_events(user_id: str):
-    """Record one event or a list of them; unknown items refuse the whole request."""
+    """Record one event or a list of them (``dismiss``: "not interested"); unknown items refuse the whole request."""
     s = state()
     user_id_arg(user_id)
     body = request.get_json(silent=True)
@@ -46,7 +46,7 @@ def recommendations(user_id: str):
     k = int_arg("k", 10, 1, s.settings.max_k)
     rec = recommender()
     items = rec.recommend(user_id, k, filters_arg(rec.live, s.clock()))
-    return jsonify({"items": items, "version": rec.live.version})
+    return jsonify({"items": items, "version": rec.live.version, "model": s.users.version or None})
 
 
 @bp.get("/<user_id>/profile")
@@ -65,6 +65,7 @@ def profile(user_id: str):
 @bp.delete("/<user_id>")
 @require("client")
 def forget(user_id: str):
-    """Privacy request: drop the user's events and profile."""
+    """Privacy request: drop the user's events and profile now; the next ``vistas train-users`` learns
+    nothing from them (a trained model keeps no per-user data)."""
     state().store.users.forget(user_id_arg(user_id))
     return "", 204

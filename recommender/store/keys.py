@@ -21,6 +21,11 @@ Keys (``P`` is the configured key prefix):
 * ``P:reindex:lock``  string with a TTL: held by the one reindex that may run
 * ``P:user:<uid>:events`` list of JSON events ``{item, type, ts}``, newest first, capped
 * ``P:popularity``    sorted set item id -> summed event weight (cold-start recommendations)
+* ``P:activity``      stream of ``{item, type, ts}``, every user's events without the user, capped: what API
+  processes fold into a trained user model's trending and popularity (``HybridModel.observe``)
+* ``P:users:model``   the user-model version the API should serve (an integer; files under ``DATA_DIR/user-models``)
+* ``P:users:tuning``  JSON ``{config, weights, chosen, validation, ...}`` recorded by ``vistas eval --users``,
+  what ``vistas train-users`` fits with
 * ``P:map:<version>`` hash id -> float32 map row of an item placed on version's map after it was built
 """
 
@@ -101,6 +106,28 @@ class Keys:
     @property
     def popularity(self) -> str:
         return f"{self.prefix}:popularity"
+
+    @property
+    def activity(self) -> str:
+        return f"{self.prefix}:activity"
+
+    @property
+    def user_model(self) -> str:
+        return f"{self.prefix}:users:model"
+
+    @property
+    def user_tuning(self) -> str:
+        return f"{self.prefix}:users:tuning"
+
+    @property
+    def user_events_pattern(self) -> str:
+        """Matches every user's event list (``SCAN`` for training)."""
+        return f"{self.prefix}:user:*:events"
+
+    def user_of(self, events_key: bytes | str) -> str:
+        """The user id inside an events key."""
+        key = events_key.decode() if isinstance(events_key, bytes) else events_key
+        return key[len(self.prefix) + len(":user:"):-len(":events")]
 
     @property
     def queues(self) -> tuple[str, str]:

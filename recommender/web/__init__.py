@@ -1,1 +1,1 @@
-"""The map page: a Flask blueprint, its template and its static files (no build step, nothing from a CDN)."""
+"""The demo pages (catalog map, storefront): a Flask blueprint, templates and static files (no build step, no CDN)."""

@@ -1,0 +1,228 @@
+"""Choosing the hybrid's blend weights and hyperparameters on the catalog's own events (time-ordered
+holdout), and the ranking metrics they are chosen by (also used by ``bench/users.py``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from recommender.users.collaborative import EventLog
+from recommender.users.config import (
+    DEFAULT_WEIGHTS, MIN_EVENTS, MIN_VALIDATION_USERS, SOURCES, THIN_FOLDS, THIN_ITEMS, WEIGHT_GRID, HybridConfig,
+)
+from recommender.users.hybrid import HybridModel
+
+
+def rank_of(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Each row's target position as (items scored strictly higher, other items tied with it), shape (n, 2).
+
+    A target that is not finite (seen, ineligible, not returned) counts as ranked last."""
+    rows = np.arange(len(targets))
+    target = scores[rows, targets]
+    better = (scores > target[:, None]).sum(axis=1)
+    ties = (scores == target[:, None]).sum(axis=1) - 1
+    finite = np.isfinite(target)
+    return np.stack([np.where(finite, better, scores.shape[1]), np.where(finite, ties, 0)], axis=1)
+
+
+def hit_ndcg(ranks: np.ndarray, k: int = 10) -> tuple[float, float]:
+    """HR@k and NDCG@k, expected under random tie-breaking (a method gains nothing from ties).
+
+    ``ranks``: (better, ties) rows from :func:`rank_of`, or plain 0-based ranks."""
+    ranks = np.asarray(ranks)
+    if ranks.ndim == 1:
+        ranks = np.stack([ranks, np.zeros_like(ranks)], axis=1)
+    better, ties = ranks[:, 0].astype(np.int64), ranks[:, 1].astype(np.int64)
+    gains = 1.0 / np.log2(np.arange(k) + 2.0)
+    cum = np.concatenate([[0.0], np.cumsum(gains)])  # cum[j]: gain of positions < j
+    lo = np.minimum(better, k)
+    hi = np.minimum(better + ties + 1, k)  # positions [better, better + ties] are equally likely
+    span = ties + 1
+    hit = (hi - lo) / span
+    ndcg = (cum[hi] - cum[lo]) / span
+    return float(hit.mean()), float(ndcg.mean())
+
+
+def split_last(events: EventLog, min_events: int = 3) -> tuple[EventLog, dict[int, int], dict[int, float]]:
+    """Time-ordered holdout: each user's last non-dismiss event (users with ``min_events`` or more).
+
+    Returns (the other events, user -> held-out item, user -> ts of the held-out event)."""
+    order = np.lexsort((np.arange(len(events)), events.ts, events.user))
+    held = np.zeros(len(events), dtype=bool)
+    targets: dict[int, int] = {}
+    at: dict[int, float] = {}
+    users, starts, counts = np.unique(events.user[order], return_index=True, return_counts=True)
+    for user, start, count in zip(users.tolist(), starts.tolist(), counts.tolist()):
+        rows = order[start:start + count]
+        rows = rows[~events.dismissed[rows]]
+        if len(rows) >= min_events:
+            last = rows[-1]
+            held[last] = True
+            targets[user] = int(events.item[last])
+            at[user] = float(events.ts[last])
+    return events.subset(~held), targets, at
+
+
+def user_histories(events: EventLog, users: Iterable[int], first: int | None = None) -> dict[int, list[dict]]:
+    """Per user, their events as dicts (time order), cut to the first ``first`` when given."""
+    wanted = set(users)
+    out: dict[int, list[dict]] = {u: [] for u in wanted}
+    order = np.lexsort((np.arange(len(events)), events.ts))
+    for j in order:
+        u = int(events.user[j])
+        if u in wanted:
+            out[u].append({"item": int(events.item[j]), "type": str(events.kind[j]), "ts": float(events.ts[j])})
+    if first is not None:
+        out = {u: h[:first] for u, h in out.items()}
+    return out
+
+
+def first_events(events: EventLog, users: set[int], first: int) -> np.ndarray:
+    """Mask of the events of ``users`` that are among their first ``first`` (time order, as ``user_histories``)."""
+    order = np.lexsort((np.arange(len(events)), events.ts))
+    counts: dict[int, int] = {}
+    keep = np.zeros(len(events), dtype=bool)
+    for j in order[np.isin(events.user[order], list(users))]:
+        u = int(events.user[j])
+        c = counts.get(u, 0)
+        keep[j] = c < first
+        counts[u] = c + 1
+    return keep
+
+
+def search_weights(model: HybridModel, sources: Mapping[str, np.ndarray], targets: np.ndarray, bucket: str,
+                   start: Mapping[str, float], rounds: int = 3, k: int = 10) -> tuple[dict[str, float], float]:
+    """Coordinate ascent over :data:`WEIGHT_GRID` maximising NDCG@k (HR@k breaks ties)."""
+    weights = dict(start)
+    buckets = [bucket] * len(targets)
+
+    def value(w: Mapping[str, float]) -> tuple[float, float]:
+        hr, ndcg = hit_ndcg(rank_of(model.blend(sources, buckets, {bucket: w}), targets), k)
+        return ndcg, hr
+
+    best = value(weights)
+    for _ in range(rounds):
+        improved = False
+        for s in SOURCES:
+            for g in WEIGHT_GRID:
+                if g == weights[s]:
+                    continue
+                trial = {**weights, s: g}
+                if not any(trial.values()):
+                    continue
+                v = value(trial)
+                if v > best:
+                    best, weights, improved = v, trial, True
+        if not improved:
+            break
+    return weights, best[0]
+
+
+@dataclass
+class Choice:
+    weights: dict[str, dict[str, float]]
+    chosen: bool
+    validation: dict[str, dict[str, float]]
+    users: int
+    reason: str = ""
+
+
+def choose_weights(
+    events: EventLog, item_vectors: np.ndarray, item_windows: np.ndarray | None = None,
+    config: HybridConfig | None = None, n_users: int | None = None, k: int = 10, max_users: int = 5000,
+    seed: int = 0,
+) -> Choice:
+    """The blend's weights from a time-ordered holdout of ``events``, per bucket, always predicting the event
+    that follows a history: ``full``, each user's last event from all before it; ``thin``, each user's event
+    number ``THIN_ITEMS + 1`` from the ``THIN_ITEMS`` before it.
+
+    Falls back to :data:`DEFAULT_WEIGHTS` under :data:`MIN_EVENTS` events or :data:`MIN_VALIDATION_USERS` users."""
+    defaults = {b: dict(w) for b, w in DEFAULT_WEIGHTS.items()}
+    if len(events) < MIN_EVENTS:
+        return Choice(defaults, False, {}, 0, f"{len(events)} events < {MIN_EVENTS}")
+    train, targets, at = split_last(events)
+    if len(targets) < MIN_VALIDATION_USERS:
+        return Choice(defaults, False, {}, len(targets), f"{len(targets)} validation users < {MIN_VALIDATION_USERS}")
+    users = sorted(targets)
+    if len(users) > max_users:
+        users = sorted(np.random.default_rng(seed).choice(users, max_users, replace=False).tolist())
+    config = config or HybridConfig()
+    result: dict[str, dict[str, float]] = {}
+    validation: dict[str, dict[str, float]] = {}
+    whole = user_histories(train, users)
+    # full: each user's whole history -> the held-out last event, one model on all the other events
+    model = HybridModel(config).fit(train, item_vectors, item_windows, n_users=n_users)
+    nows = [max(e["ts"] for e in whole[u]) for u in users]
+    parts = [(model, model.source_scores([model.history(whole[u], t) for u, t in zip(users, nows)], nows),
+              np.array([targets[u] for u in users]))]
+    searched = {"full": parts}
+    # thin: the first THIN_ITEMS events -> the event right after them; in each of THIN_FOLDS folds the
+    # fold's users are cut to those events in training too, so no model has seen more of them
+    thin_users = [u for u in users if len(whole[u]) > THIN_ITEMS]
+    folds = np.random.default_rng(seed).permutation(len(thin_users)) % THIN_FOLDS
+    searched["thin"] = []
+    if len(thin_users) >= MIN_VALIDATION_USERS:
+        for f in range(THIN_FOLDS):
+            fold = [u for u, g in zip(thin_users, folds.tolist()) if g == f]
+            cut = set(fold)
+            keep = ~np.isin(train.user, fold) | first_events(train, cut, THIN_ITEMS)
+            fold_model = HybridModel(config).fit(train.subset(keep), item_vectors, item_windows, n_users=n_users)
+            raw = {u: whole[u][:THIN_ITEMS] for u in fold}
+            nows = [raw[u][-1]["ts"] for u in fold]
+            hist = [fold_model.history(raw[u], t) for u, t in zip(fold, nows)]
+            searched["thin"].append((fold_model, fold_model.source_scores(hist, nows),
+                                     np.array([whole[u][THIN_ITEMS]["item"] for u in fold])))
+    for bucket in ("full", "thin"):
+        if not searched[bucket]:
+            result[bucket] = defaults[bucket]
+            continue
+        sources = {key: np.concatenate([p[1][key] for p in searched[bucket]]) for key in searched[bucket][0][1]}
+        t = np.concatenate([p[2] for p in searched[bucket]])
+        w, _ = search_weights(model, sources, t, bucket, defaults[bucket], k=k)
+        hr, ndcg = hit_ndcg(rank_of(model.blend(sources, [bucket] * len(t), {bucket: w}), t), k)
+        result[bucket], validation[bucket] = w, {"hr": hr, "ndcg": ndcg, "users": float(len(t))}
+    return Choice(result, True, validation, len(users))
+
+
+#: What :func:`tune` tries, one parameter at a time, from :class:`HybridConfig`'s defaults.
+TUNE_SPACE: dict[str, tuple] = {
+    "recent_events": (3.0, 5.0, None),
+    "sequence_window": (1, 5),
+    "trend_half_life_days": (1.0, 14.0),
+    "history_half_life_days": (7.0, None),
+    "regularization": (0.01, 0.5),
+    "alpha": (1.0, 8.0),
+    "knn_k": (100,),
+}
+# content_power stays 4 by design, not by search: a soft maximum over the history items, so each interest
+# pulls its own neighbours (1 would be the centroid). MovieLens genres are too coarse to measure the difference
+# (validation NDCG moves by 0.002 between 1, 4 and 16); tests/test_hybrid.py shows it on two interests.
+
+
+def tune(events: EventLog, item_vectors: np.ndarray, space: Mapping[str, Sequence] | None = None,
+         base: HybridConfig | None = None, log: Callable[[str], None] | None = None,
+         **kwargs) -> tuple[HybridConfig, Choice, list[tuple[dict, float]]]:
+    """Hyperparameters by coordinate search on the validation holdout of :func:`choose_weights`: each parameter
+    of ``space`` in turn, keeping a value when it raises the mean validation NDCG@10 of the two buckets."""
+    space = TUNE_SPACE if space is None else space
+    best_cfg = base or HybridConfig()
+
+    def score(c: Choice) -> float:
+        return float(np.mean([v["ndcg"] for v in c.validation.values()])) if c.validation else -1.0
+
+    best = choose_weights(events, item_vectors, config=best_cfg, **kwargs)
+    tried = [({}, score(best))]
+    if not best.chosen:
+        return best_cfg, best, tried
+    for name, values in space.items():
+        for value in values:
+            cfg = replace(best_cfg, **{name: value})
+            choice = choose_weights(events, item_vectors, config=cfg, **kwargs)
+            tried.append(({name: value}, score(choice)))
+            if log:
+                log(f"  {name}={value}: validation NDCG@10 {score(choice):.4f} (best {score(best):.4f})")
+            if score(choice) > score(best):
+                best_cfg, best = cfg, choice
+    return best_cfg, best, tried
