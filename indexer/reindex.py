@@ -3,7 +3,8 @@
 1. **tag**: re-tag every item's photo, here or (``distributed``) on the running
    workers through the retag stream; skipped with ``reuse_features`` (the tags
    and features stored at indexing time are used instead);
-2. **fit**: the topic model, on a random sample of ``fit_sample`` items;
+2. **fit**: the topic model, on a random sample of ``fit_sample`` items; its topics take the
+   ids and names of the served version's they match (``indexer.build.carry_identity``);
 3. **transform**: every item, in chunks, so memory stays flat at a million;
 4. **write**: the catalog map of the sample, then version N+1's directory
    (FAISS index, model, topics, map) next to N;
@@ -197,7 +198,8 @@ class Reindex:
             index = TopicIndex(model.n_topics)
             index.upsert(built.nums, built.ids, built.vectors)
             write_version(self.settings, self.store, version, model, index, layout, self.changes_from,
-                          time.monotonic() - self._started, job=self.job)
+                          time.monotonic() - self._started, job=self.job, refits=self.report.refits,
+                          topic_changes=self.report.topics.to_json() if self.report.topics else None)
         return version
 
     def publish(self, version: int, model: TopicModel, built: Built | None, changed: set[str] | None = None) -> None:

@@ -63,7 +63,8 @@ def command(settings: Settings, json_path: Path | None, users: bool, quick: bool
     for r in scores.results:
         mark = "   <- serving" if r.representation == scores.best else ""
         i = r.interpretability
-        readable = " ".join(_cell(x) for x in ((i.npmi, i.npmi_worst, i.distinct_names, i.agreement) if i else [None] * 4))
+        measured = (i.npmi, i.npmi_worst, i.distinct_names, i.agreement) if i else (None,) * 4
+        readable = " ".join(_cell(x) for x in measured)
         click.echo(f"{r.representation:15s} {_cell(r.landmark_recall)} {_cell(r.category_precision)} "
                    f"{_cell(r.coverage)} {readable}{mark}")
     click.echo(f"tag accuracy (the item's category among its tags): {_cell(scores.tag_accuracy).strip()}")

@@ -12,8 +12,8 @@ The **top tags** rank a topic's tags by relevance (Sievert and Shirley, 2014):
 ``p(tag | topic) / p(tag)``: frequent in the topic and rarer elsewhere.
 
 The **name** takes the most distinctive tags (relevance again, weighted more towards
-lift, among tags carried at least ``MIN_SHARE`` as often as the topic's most frequent one), under two rules that make names
-tell topics apart: a tag that is among the leading tags of more than
+lift, among tags carried at least ``MIN_SHARE`` as often as the topic's most frequent
+one), under two rules that make names tell topics apart: a tag that is among the leading tags of more than
 ``MAX_TOPICS_PER_TAG`` topics names none of them, and a tag names at most
 ``MAX_TOPICS_PER_TAG`` topics. No two topics share a name.
 """

@@ -132,11 +132,12 @@ class TopicModel:
         self.refits = []
         weights = self._fit_nmf(x, n_topics)
         for _ in range(MAX_REFITS):
-            groups = naming.duplicate_groups(naming.tag_profiles(weights, presence), self.duplicate_threshold)
+            profiles = naming.tag_profiles(weights, presence)
+            groups = naming.duplicate_groups(profiles, self.duplicate_threshold)
             fewer = len(set(groups))
-            if fewer == self.n_topics or fewer < 1:
+            if fewer == self.n_topics:
                 break
-            self.refits.append(self._merged_in_words(naming.tag_profiles(weights, presence), groups))
+            self.refits.append(self._merged_in_words(profiles, groups))
             log.info("topics: %s; refitting %d topics instead of %d", self.refits[-1], fewer, self.n_topics)
             weights = self._fit_nmf(x, fewer)
         spread = weights.std(axis=0)
@@ -195,6 +196,7 @@ class TopicModel:
 
     # -- describing topics -----------------------------------------------------------
     def display_name(self, label: str) -> str:
+        """The words a label shows in topic names: its head's display name, else the label made readable."""
         return naming.readable(self.display.get(label, label))
 
     def _describe(self, profiles: np.ndarray) -> None:
