@@ -14,8 +14,8 @@ The **top tags** rank a topic's tags by relevance (Sievert and Shirley, 2014):
 The **name** takes the most distinctive tags (relevance again, weighted more towards
 lift, among tags carried at least ``MIN_SHARE`` as often as the topic's most frequent
 one), under two rules that make names tell topics apart: a tag that is among the leading tags of more than
-``MAX_TOPICS_PER_TAG`` topics names none of them, and a tag names at most
-``MAX_TOPICS_PER_TAG`` topics. No two topics share a name.
+``MAX_TOPICS_PER_TAG`` topics names none of them (unless a topic has no other), and
+a tag names at most ``MAX_TOPICS_PER_TAG`` topics. No two topics share a name.
 """
 
 from __future__ import annotations
@@ -127,9 +127,10 @@ def name_topics(
     free = [k for k in range(len(profiles)) if k not in fixed]
     for k in sorted(free, key=lambda k: -float(lift[k].max(initial=0.0))):
         floor = MIN_SHARE * float(p_given[k].max(initial=0.0))
-        candidates = [int(j) for j in np.argsort(-score[k], kind="stable")
-                      if lift[k, j] > 0 and p_given[k, j] >= floor and leads[int(j)] <= MAX_TOPICS_PER_TAG]
-        names[k] = _pick(k, candidates, labels, display, uses, used)
+        ranked = [int(j) for j in np.argsort(-score[k], kind="stable") if lift[k, j] > 0 and p_given[k, j] >= floor]
+        names[k] = _pick(k, [j for j in ranked if leads[j] <= MAX_TOPICS_PER_TAG], labels, display, uses, used)
+        if not names[k][1]:  # every tag it has leads many topics: better one of them than "topic 7"
+            names[k] = _pick(k, ranked, labels, display, uses, used)
         used.add(names[k][0])
         uses.update(names[k][1])
     return [names[k] for k in range(len(profiles))]
