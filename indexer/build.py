@@ -17,7 +17,10 @@ import numpy as np
 from indexer.projection import Projector, build_map, save_projectors
 from recommender.catalog_map import CatalogMap
 from recommender.index import TopicIndex
-from recommender.model.topics import DEFAULT_REPRESENTATION, TopicModel
+from recommender.model.exported import heads_dir
+from recommender.model.identity import TopicChanges
+from recommender.model.topics import DEFAULT_REPRESENTATION, TopicModel, load_model
+from recommender.model.vocabulary import display_names
 from recommender.settings import Settings
 from recommender.store import Store
 from recommender.versions import MAP_MODEL, MODEL, TOPICS, VersionStore
@@ -39,6 +42,7 @@ def build_version(
     changes_from = store.changes.last_id()
     model = new_topic_model(settings, store)
     vectors = model.fit(tags, features)
+    carry_identity(settings, store, model)
     index = TopicIndex(vectors.shape[1])
     index.upsert(np.asarray(nums), list(ids), vectors)
     fitted = time.monotonic()
@@ -51,9 +55,38 @@ def build_version(
 
 
 def new_topic_model(settings: Settings, store: Store) -> TopicModel:
-    """An unfitted topic model in the representation `vistas eval` chose (the default until it ran)."""
+    """An unfitted topic model in the representation `vistas eval` chose (the default until it ran),
+    naming custom heads' labels as their ``names.json`` says."""
     representation = store.versions.representation() or DEFAULT_REPRESENTATION
-    return TopicModel(n_topics=settings.n_topics, representation=representation)
+    return TopicModel(n_topics=settings.n_topics, representation=representation,
+                      display=display_names(heads_dir(settings.data_dir)))
+
+
+def carry_identity(settings: Settings, store: Store, model: TopicModel) -> TopicChanges:
+    """Give a freshly fitted model's topics the ids and names of the served version's topics they match.
+
+    Names given through the API (Redis) stay with their ids; ids a lineage used once are never
+    handed out again (not even after a rollback), so a given name never lands on another theme.
+    A first version starts a lineage: names given to an earlier one are forgotten.
+    """
+    current = store.versions.current()
+    renamed = store.versions.topic_names()
+    previous = None
+    if current:
+        try:
+            previous = load_model(settings, current, store)
+        except FileNotFoundError as exc:
+            log.warning("topics get new ids: the served version's model is not readable (%s)", exc)
+    if previous is None:
+        store.versions.drop_topic_names(list(renamed))
+        renamed = {}
+    else:
+        previous.next_id = max([getattr(previous, "next_id", 0), *[i + 1 for i in renamed]])
+    changes = model.adopt(previous, renamed)
+    for refit in model.refits:
+        log.info("topics: refitted with fewer topics: %s", refit)
+    log.info("topics: %s", changes.summary())
+    return changes
 
 
 def lay_out(
@@ -64,7 +97,7 @@ def lay_out(
     items = store.items.get_many(ids)
     return build_map(
         ids, nums, [i.title if i else "" for i in items], [bool(i and i.image) for i in items],
-        tags, features, vectors, settings.n_topics,
+        tags, features, vectors, settings.n_topics, display_names(heads_dir(settings.data_dir)),
     )
 
 

@@ -8,21 +8,23 @@ measures:
   share of the other items of the same place found in the top 10;
 * category precision@10: the share of the top 10 in the item's category;
 * coverage: the share of items that appear in at least one top 10;
-* topic coherence (topic representations): how often a topic's top tags
-  occur together on the same items (mean pairwise Jaccard of their item sets).
+* interpretability (topic representations, ``indexer.interpretability``): NPMI
+  coherence of each topic's top tags (mean, worst 5), distinct names, and how
+  often an item's top topic shares a tag with the item.
 
-The serving representation is the one with the best mean of recall and
-precision among the topic representations (the API serves 30-D topics).
+The serving representation is chosen on both: among the topic representations
+(the API serves topics) whose retrieval (the mean of same-place recall and
+category precision, or coverage without either) is within ``SLACK`` of the
+best, the most coherent (mean NPMI).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from itertools import combinations
-
 import numpy as np
 
+from indexer.interpretability import Interpretability, measure
 from indexer.knn import exact_search
 from recommender.model.topics import REPRESENTATIONS, TopicModel
 from recommender.ranking import unit
@@ -31,6 +33,8 @@ from recommender.store.items import Status
 
 K = 10
 RAW = "raw features"
+#: How much retrieval quality the more readable representation may give up.
+SLACK = 0.005
 
 
 @dataclass
@@ -39,7 +43,7 @@ class Scores:
     landmark_recall: float | None
     category_precision: float | None
     coverage: float
-    topic_coherence: float | None
+    interpretability: Interpretability | None
 
     @property
     def rank_key(self) -> float:
@@ -84,44 +88,39 @@ def coverage(top: np.ndarray) -> float:
     return float(len(np.unique(top)) / len(top)) if len(top) else 0.0
 
 
-def topic_coherence(model: TopicModel, tags: Sequence[Sequence[tuple[str, float]]], top_n: int = 5) -> float:
-    """Mean pairwise Jaccard of the item sets of each topic's top tags."""
-    holders: dict[str, set[int]] = {}
-    for row, pairs in enumerate(tags):
-        for label, _ in pairs:
-            holders.setdefault(label, set()).add(row)
-    scores = []
-    for topic in model.topics:
-        labels = [t for t, _ in topic.top_tags[:top_n]]
-        for a, b in combinations(labels, 2):
-            union = holders.get(a, set()) | holders.get(b, set())
-            if union:
-                scores.append(len(holders.get(a, set()) & holders.get(b, set())) / len(union))
-    return float(np.mean(scores)) if scores else 0.0
-
-
 def score(name: str, vectors: np.ndarray, categories: Sequence[str], landmarks: Sequence[str],
-          coherence: float | None) -> Scores:
+          interpretability: Interpretability | None) -> Scores:
     top = neighbours(vectors)
-    return Scores(name, landmark_recall(top, landmarks), category_precision(top, categories), coverage(top), coherence)
+    return Scores(name, landmark_recall(top, landmarks), category_precision(top, categories), coverage(top),
+                  interpretability)
 
 
 def evaluate(
     tags: Sequence[Sequence[tuple[str, float]]], features: np.ndarray, categories: Sequence[str],
-    landmarks: Sequence[str], n_topics: int = 30, seed: int = 0,
+    landmarks: Sequence[str], n_topics: int = 30, seed: int = 0, display: dict[str, str] | None = None,
 ) -> list[Scores]:
-    """Scores of the raw features and of every topic representation, fitted here on these items."""
+    """Scores of the raw features and of every topic representation, fitted here on these items
+    (``display``: custom heads' label names, as the build uses them)."""
     results = [score(RAW, features, categories, landmarks, None)]
     for representation in REPRESENTATIONS:
-        model = TopicModel(n_topics=n_topics, representation=representation, seed=seed)
+        model = TopicModel(n_topics=n_topics, representation=representation, seed=seed, display=dict(display or {}))
         vectors = model.fit(tags, features)
-        results.append(score(representation, vectors, categories, landmarks, topic_coherence(model, tags)))
+        results.append(score(representation, vectors, categories, landmarks, measure(model, tags, vectors)))
     return results
 
 
 def best_representation(results: Sequence[Scores]) -> str:
-    """The topic representation that ranks best (raw features cannot serve: they are not topics)."""
-    return max((r for r in results if r.representation != RAW), key=lambda r: r.rank_key).representation
+    """The most coherent topic representation among those that retrieve within ``SLACK`` of the best
+    (raw features cannot serve: they are not topics).
+
+    Retrieval is the mean of same-place recall and category precision (``rank_key``), not recall alone:
+    on the demo with its head, recall alone let `features` serve for 0.02 more recall at 0.22 less
+    precision (0.750 -> 0.530)."""
+    topics = [r for r in results if r.representation != RAW]
+    best = max(r.rank_key for r in topics)
+    eligible = [r for r in topics if r.rank_key >= best - SLACK]
+    return max(eligible, key=lambda r: (r.interpretability.npmi if r.interpretability else 0.0, r.rank_key)
+               ).representation
 
 
 def tag_accuracy(tags: Sequence[Sequence[tuple[str, float]]], truth: Sequence[str]) -> float | None:
@@ -144,7 +143,7 @@ class CatalogScores:
                 "representations": [r.to_json() for r in self.results]}
 
 
-def evaluate_store(store: Store, n_topics: int) -> CatalogScores | None:
+def evaluate_store(store: Store, n_topics: int, display: dict[str, str] | None = None) -> CatalogScores | None:
     """Every representation scored on the store's indexed items, from their stored tags and features
     (zeros for items without a photo); None with fewer than 3 indexed items."""
     items = [i for i in store.items.iter_items() if i.status == Status.INDEXED]
@@ -156,5 +155,5 @@ def evaluate_store(store: Store, n_topics: int) -> CatalogScores | None:
     tags = [i.tags for i in items]
     categories = [i.category for i in items]
     landmarks = [str(i.attrs.get("landmark", "")) for i in items]
-    results = evaluate(tags, features, categories, landmarks, n_topics=n_topics)
+    results = evaluate(tags, features, categories, landmarks, n_topics=n_topics, display=display)
     return CatalogScores(len(items), results, best_representation(results), tag_accuracy(tags, categories))

@@ -78,10 +78,12 @@ class Projector:
     def method(self) -> str:
         return "PCA" if self.embedding is None else "t-SNE"
 
-    def fit(self, tags: Tags, features: np.ndarray | None, n_topics: int, threads: int = 1) -> Layout:
-        """Fit the input model and lay the catalog out."""
+    def fit(self, tags: Tags, features: np.ndarray | None, n_topics: int, threads: int = 1,
+            display: dict[str, str] | None = None) -> Layout:
+        """Fit the input model and lay the catalog out (``display``: head labels' names, as served topics use)."""
         if self.representation in _TOPIC_INPUT:
-            self.topic_model = TopicModel(n_topics=n_topics, representation=_TOPIC_INPUT[self.representation])
+            self.topic_model = TopicModel(n_topics=n_topics, representation=_TOPIC_INPUT[self.representation],
+                                          display=dict(display or {}))
             x = self.topic_model.fit(tags, features)
         else:
             x = self._features(features, len(tags))
@@ -134,7 +136,7 @@ class Projector:
 
 def build_map(
     ids: Sequence[str], nums: Sequence[int], titles: Sequence[str], photos: Sequence[bool], tags: Tags,
-    features: np.ndarray | None, served: np.ndarray, n_topics: int,
+    features: np.ndarray | None, served: np.ndarray, n_topics: int, display: dict[str, str] | None = None,
 ) -> tuple[CatalogMap, list[Projector]]:
     """Lay the catalog out in every representation its data allows, and measure how clustered each is.
 
@@ -151,7 +153,7 @@ def build_map(
             if features is None and representation != "tag_topics":
                 continue  # no photos in the catalog: only the tags have something to say
             projector = Projector(representation, feature_dim=0 if features is None else features.shape[1])
-            layouts[representation] = projector.fit(tags, features, n_topics, threads)
+            layouts[representation] = projector.fit(tags, features, n_topics, threads, display)
             projectors.append(projector)
         summary = summarize(layouts, topics, {p.representation: p.method for p in projectors})
     log.info("laid out the catalog map (%d items) in %.1fs: %s", len(ids), time.monotonic() - started, summary["text"])

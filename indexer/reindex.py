@@ -3,7 +3,8 @@
 1. **tag**: re-tag every item's photo, here or (``distributed``) on the running
    workers through the retag stream; skipped with ``reuse_features`` (the tags
    and features stored at indexing time are used instead);
-2. **fit**: the topic model, on a random sample of ``fit_sample`` items;
+2. **fit**: the topic model, on a random sample of ``fit_sample`` items; its topics take the
+   ids and names of the served version's they match (``indexer.build.carry_identity``);
 3. **transform**: every item, in chunks, so memory stays flat at a million;
 4. **write**: the catalog map of the sample, then version N+1's directory
    (FAISS index, model, topics, map) next to N;
@@ -35,9 +36,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from indexer.build import lay_out, new_topic_model, next_version, write_version
+from indexer.build import carry_identity, lay_out, new_topic_model, next_version, write_version
 from indexer.vectors import Tagged, feature_matrix, transform
 from recommender.index import TopicIndex
+from recommender.model.identity import TopicChanges
 from recommender.model.tagger import Tagger
 from recommender.model.topics import TopicModel, load_model
 from recommender.model.vocabulary import merge_tags
@@ -70,6 +72,8 @@ class ReindexReport:
     retransformed: int = 0  # items indexed during the build, given the new model's vectors after the flip
     seconds: float = 0.0
     phases: dict[str, float] = field(default_factory=dict)
+    topics: TopicChanges | None = None  # what happened to the topics' ids and names
+    refits: list[str] = field(default_factory=list)  # near-duplicate topics fitted away
 
 
 @dataclass
@@ -165,6 +169,7 @@ class Reindex:
             model = new_topic_model(self.settings, self.store)
             features = feature_matrix(tagged)
             vectors = model.fit([t.tags for t in tagged], features)
+            self.report.topics, self.report.refits = carry_identity(self.settings, self.store, model), model.refits
         log.info("reindex %s: fitted %d topics on %d items in %.1fs", self.job, model.n_topics, len(rows),
                  self.report.phases["fit"])
         self._sample = Sample(tagged, features, vectors)
@@ -193,7 +198,8 @@ class Reindex:
             index = TopicIndex(model.n_topics)
             index.upsert(built.nums, built.ids, built.vectors)
             write_version(self.settings, self.store, version, model, index, layout, self.changes_from,
-                          time.monotonic() - self._started, job=self.job)
+                          time.monotonic() - self._started, job=self.job, refits=self.report.refits,
+                          topic_changes=self.report.topics.to_json() if self.report.topics else None)
         return version
 
     def publish(self, version: int, model: TopicModel, built: Built | None, changed: set[str] | None = None) -> None:

@@ -70,6 +70,6 @@ def profile_topics(profile: Profile, topics: list[dict], top: int = 5) -> list[d
         return []
     mixture = profile.vector / max(float(profile.vector.sum()), 1e-12)
     order = np.argsort(-mixture)[:top]
-    return [{"id": int(i), "name": topics[i]["name"], "weight": round(float(mixture[i]), 4)}
+    return [{"id": topics[i]["id"], "name": topics[i]["name"], "weight": round(float(mixture[i]), 4)}
             for i in order if mixture[i] > 0]
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from recommender.named_topics import TopicNames
 from recommender.ranking import Eligibility, Filters
 from recommender.store import Store
 from recommender.store.changes import CHANGES_PAGE, Change, Changes
@@ -219,6 +220,7 @@ class LiveIndex:
         self._missing = 0  # a current version whose directory is missing (logged once)
         self._lock = threading.RLock()
         self.feed = ChangeFeed(store.changes)
+        self.names = TopicNames(store.versions)
 
     @property
     def ready(self) -> bool:
@@ -234,7 +236,8 @@ class LiveIndex:
 
     @property
     def topics(self) -> list[dict]:
-        return self._served.topics if self._served else []
+        """The served version's topics, in vector column order, under the names merchandisers gave them."""
+        return self.names.apply(self._served.topics) if self._served else []
 
     @property
     def eligibility(self) -> Eligibility:

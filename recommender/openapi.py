@@ -55,8 +55,11 @@ SCHEMAS: dict[str, Any] = {
         "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
     "TopicWeight": {"type": "object", "required": ["id", "name", "weight"], "properties": {
         "id": {"type": "integer"}, "name": {"type": "string"}, "weight": {"type": "number"}}},
-    "Topic": {"type": "object", "required": ["id", "name", "top_tags"], "properties": {
-        "id": {"type": "integer"}, "name": {"type": "string"},
+    "Topic": {"type": "object", "required": ["id", "name", "group", "top_tags"], "properties": {
+        "id": {"type": "integer", "description": "Stable across reindexes while the topic matches"},
+        "name": {"type": "string"},
+        "model_name": {"type": "string", "description": "The topic model's name, when an admin renamed it"},
+        "group": {"type": "integer", "description": "Id of the first topic it is a near-duplicate of (else its own)"},
         "top_tags": {"type": "array", "items": {"type": "object", "properties": {
             "tag": {"type": "string"}, "weight": {"type": "number"}}}}}},
     "Item": {"type": "object", "required": ["id", "title", "kind", "category", "status", "tags", "topics"],
@@ -174,6 +177,16 @@ def spec() -> dict[str, Any]:
                 "200": _json({"type": "object", "required": ["topics", "version"], "properties": {
                     "topics": {"type": "array", "items": _ref("Topic")}, "version": {"type": "integer"}}}, "Topics"),
                 **COMMON_ERRORS}}},
+            "/v1/topics/{topic_id}": {"put": {
+                "summary": "Rename a topic (admin); the name outlives reindexes that keep the topic",
+                "parameters": [_param("topic_id", "path", {"type": "integer", "minimum": 0}, "Topic id")],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["name"], "additionalProperties": False, "properties": {
+                        "name": {"type": "string", "minLength": 1, "maxLength": 80, "pattern": "\\S"}}}}}},
+                "responses": {"200": _json({**_ref("Topic"), "description": "The renamed topic"}, "Renamed"),
+                              "403": _error("Needs an admin key"), "404": _error("No such topic in the served version"),
+                              "409": _error("Another topic has this name"), "422": _error("Invalid name"),
+                              **COMMON_ERRORS}}},
             "/v1/users/{user_id}/events": {"post": {
                 "summary": "Record one event or a list of up to 500", "parameters": [USER_ID],
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {

@@ -167,6 +167,6 @@ def shared_topics(query: np.ndarray, vectors: np.ndarray, topics: Sequence[dict]
     order = np.argsort(-contribution, axis=1)[:, :top]
     picked = np.take_along_axis(contribution, order, axis=1)
     return [
-        [{"id": i, "name": topics[i]["name"], "weight": round(w, 4)} for i, w in zip(ids, weights) if w > 1e-4]
+        [{"id": topics[i]["id"], "name": topics[i]["name"], "weight": round(w, 4)} for i, w in zip(ids, weights) if w > 1e-4]
         for ids, weights in zip(order.tolist(), picked.tolist())
     ]

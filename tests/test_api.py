@@ -61,10 +61,11 @@ def test_item_has_tags_and_named_topics(client: FlaskClient) -> None:
 def test_topics_have_names_and_top_tags(client: FlaskClient) -> None:
     body = client.get("/v1/topics").get_json()
     topics = body["topics"]
-    assert len(topics) == 30 and body["version"] == 1
-    assert len({t["name"] for t in topics}) == 30
+    assert len(topics) <= 30 and body["version"] == 1  # fewer when near-duplicates were refitted away
+    assert len({t["name"] for t in topics}) == len(topics) == len({t["id"] for t in topics})
     for topic in topics:
-        assert topic["top_tags"] and topic["name"].split(", ")[0] == topic["top_tags"][0]["tag"]
+        assert topic["top_tags"] and topic["name"] == topic["name"].lower() and topic["name"]
+        assert topic["group"] in {t["id"] for t in topics}
 
 
 @pytest.mark.parametrize("k", ["0", "101", "abc", "-3", "1.5"])

@@ -70,6 +70,8 @@ def test_train_head_cli_uses_stored_features(indexed: Settings, tmp_path: Path, 
     assert "held-out accuracy" in done.stdout and "logistic regression" in done.stdout
     report = json.loads((heads_dir(tmp_path) / "cats" / "report.json").read_text())
     assert report["labels"] == len({r["category"] for r in sample_rows()})
+    names = json.loads((heads_dir(tmp_path) / "cats" / "names.json").read_text())  # display names, to edit
+    assert names["food_fruit"] == "fruit" and names["landmark"] == "landmark" and "names.json" in done.stdout
 
 
 def test_train_head_cli_refuses_a_bad_dataset(indexed: Settings, tmp_path: Path) -> None:
@@ -88,9 +90,18 @@ def test_eval_ranks_representations_and_records_the_best(indexed: Settings, tmp_
     report = json.loads(out.read_text())
     names = [r["representation"] for r in report["representations"]]
     assert names == ["raw features", "mix", "features", "tags"]
-    best = max(report["representations"][1:], key=lambda r: (r["landmark_recall"] + r["category_precision"]) / 2)
-    assert report["serving"] == best["representation"] == store.versions.representation()
+    topics = report["representations"][1:]
+    assert report["representations"][0]["interpretability"] is None
+    assert all(-1 <= r["interpretability"]["npmi_worst"] <= r["interpretability"]["npmi"] <= 1 for r in topics)
+    assert all(0 <= r["interpretability"][k] <= 1 for r in topics for k in ("distinct_names", "agreement"))
+    # the most coherent among those whose mean of recall and precision is within 0.005 of the best
+    quality = {r["representation"]: (r["landmark_recall"] + r["category_precision"]) / 2 for r in topics}
+    near = [r for r in topics if quality[r["representation"]] >= max(quality.values()) - 0.005]
+    serving = next(r for r in topics if r["representation"] == report["serving"])
+    assert serving in near and serving["interpretability"]["npmi"] == max(r["interpretability"]["npmi"] for r in near)
+    assert report["serving"] == store.versions.representation()
     assert all(r["landmark_recall"] is not None and r["category_precision"] is not None
                for r in report["representations"])
+    assert "npmi" in done.stdout and "worst5" in done.stdout
     assert f"serving representation: {report['serving']}" in done.stdout
     store.versions.set_representation("mix")

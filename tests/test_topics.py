@@ -9,6 +9,7 @@ import pytest
 
 from recommender.model.tagger import Tagger
 from recommender.model.topics import TopicModel
+from recommender.model.vocabulary import normalize_tag
 from tests.conftest import DEMO, sample_rows
 
 
@@ -25,14 +26,14 @@ def test_fit_names_topics_by_their_tags(tagged) -> None:
     tags, features, _ = tagged
     model = TopicModel(n_topics=10)
     vectors = model.fit(tags, features)
-    assert vectors.shape == (len(tags), 10)
+    assert vectors.shape == (len(tags), model.n_topics) and 5 <= model.n_topics <= 10
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
     names = [t.name for t in model.topics]
-    assert len(set(names)) == 10
-    every_tag = {label for row in tags for label, _ in row}
+    assert len(set(names)) == model.n_topics
+    every_tag = {normalize_tag(label) for row in tags for label, _ in row}
     for topic in model.topics:
         assert topic.top_tags and all(tag in every_tag for tag, _ in topic.top_tags)
-        assert topic.name.startswith(topic.top_tags[0][0])
+        assert topic.name_tags and all(tag in every_tag for tag in topic.name_tags)
 
 
 def test_same_landmark_photos_share_topics(tagged) -> None:

@@ -71,7 +71,7 @@ def test_a_profile_weighs_events_by_type_and_halves_them_every_half_life() -> No
     assert profile.strength == pytest.approx(8.0)  # unknown items count as evidence, not as direction
     assert np.allclose(profile.vector, [4.0, 2.0])
     assert profile.purchased == {"a"} and profile.views == {"b": 2}
-    topics = profile_topics(profile, [{"name": "first"}, {"name": "second"}])
+    topics = profile_topics(profile, [{"id": 0, "name": "first"}, {"id": 1, "name": "second"}])
     assert [(t["name"], t["weight"]) for t in topics] == [("first", pytest.approx(2 / 3, abs=1e-4)),
                                                            ("second", pytest.approx(1 / 3, abs=1e-4))]
 

@@ -11,6 +11,8 @@ import click
 from indexer.cli.common import open_store
 from indexer.evaluation import evaluate_store
 from indexer.users import tune_users
+from recommender.model.exported import heads_dir
+from recommender.model.vocabulary import display_names
 from recommender.settings import Settings
 
 
@@ -38,8 +40,13 @@ def command(settings: Settings, json_path: Path | None, users: bool, quick: bool
                (items with a `landmark` attribute)
       prec     category precision@10: share of the top 10 in the item's category
       cover    share of items that appear in someone's top 10
-      coher    how often a topic's top tags occur on the same items
-    The best topic representation is recorded; the next build or reindex uses it.
+      npmi     NPMI coherence of the topics' top-5 tags over the items' tags (-1..1), mean
+      worst5   the same, mean of the 5 least coherent topics
+      names    share of topics with a name of their own
+      agree    share of items whose top topic shares a tag with the item's top 5
+    Serves: the most coherent topic representation among those within 0.005 of
+    the best recall (and then of the best precision). The choice is recorded;
+    the next build or reindex uses it.
     """
     store = open_store(settings)
     if users:
@@ -47,16 +54,19 @@ def command(settings: Settings, json_path: Path | None, users: bool, quick: bool
         return
     if quick:
         raise click.UsageError("--quick goes with --users")
-    scores = evaluate_store(store, settings.n_topics)
+    scores = evaluate_store(store, settings.n_topics, display_names(heads_dir(settings.data_dir)))
     if scores is None:
         raise click.ClickException("the catalog has fewer than 3 indexed items: ingest one first")
     store.versions.set_representation(scores.best)
     click.echo(f"{scores.items} indexed items, k=10\n{'representation':15s} {'recall':>6s} {'prec':>6s} "
-               f"{'cover':>6s} {'coher':>6s}")
+               f"{'cover':>6s} {'npmi':>6s} {'worst5':>6s} {'names':>6s} {'agree':>6s}")
     for r in scores.results:
         mark = "   <- serving" if r.representation == scores.best else ""
+        i = r.interpretability
+        measured = (i.npmi, i.npmi_worst, i.distinct_names, i.agreement) if i else (None,) * 4
+        readable = " ".join(_cell(x) for x in measured)
         click.echo(f"{r.representation:15s} {_cell(r.landmark_recall)} {_cell(r.category_precision)} "
-                   f"{_cell(r.coverage)} {_cell(r.topic_coherence)}{mark}")
+                   f"{_cell(r.coverage)} {readable}{mark}")
     click.echo(f"tag accuracy (the item's category among its tags): {_cell(scores.tag_accuracy).strip()}")
     click.echo(f"serving representation: {scores.best} (used by the next build or reindex)")
     if json_path:

@@ -39,3 +39,7 @@ def command(settings: Settings, reuse_features: bool, distributed: bool, rollbac
     phases = ", ".join(f"{k} {v:.1f}s" for k, v in report.phases.items())
     click.echo(f"index version {report.version} is current: {report.items} items, {report.failed} failed, "
                f"{report.retransformed} re-transformed after the flip, {report.seconds:.1f}s ({phases})")
+    for refit in report.refits:
+        click.echo(f"refitted with fewer topics: {refit}")
+    if report.topics is not None:
+        click.echo(f"topics: {report.topics.summary()}")

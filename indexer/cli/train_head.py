@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -11,8 +12,9 @@ from indexer.cli.common import open_store
 from indexer.datasets import labelled_features, read_labelled
 from indexer.heads import train_head
 from indexer.manifest import ManifestError
-from recommender.model.heads import heads_dir
+from recommender.model.exported import heads_dir
 from recommender.model.onnx_export import export_head
+from recommender.model.vocabulary import DISPLAY_NAMES_FILE, default_display_names
 from recommender.settings import Settings
 
 
@@ -46,12 +48,17 @@ def command(settings: Settings, dataset: Path, name: str, label_column: str, see
             head, report = train_head(name, data.features, data.labels, seed=seed, on_epoch=lambda *_: bar.update())
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    head.save(heads_dir(settings.data_dir) / name, report)
-    export_head(heads_dir(settings.data_dir) / name)  # for the CPU runtimes and the API
+    directory = heads_dir(settings.data_dir) / name
+    head.save(directory, report)
+    names = directory / DISPLAY_NAMES_FILE
+    if not names.exists():  # retraining keeps the names someone edited
+        names.write_text(json.dumps(default_display_names(head.labels), indent=1))
+    export_head(directory)  # for the CPU runtimes and the API
     click.echo(
         f"head {name}: {report.labels} labels, {report.train_size} training / {report.heldout_size} held-out photos\n"
         f"  held-out accuracy       {report.heldout_accuracy:.3f}   (top-5 {report.heldout_top5_accuracy:.3f})\n"
         f"  logistic regression     {report.logistic_regression_accuracy:.3f}   (same features, same split)\n"
-        f"saved to {heads_dir(settings.data_dir) / name}; reindex (or re-ingest) to use its tags in topics"
+        f"saved to {directory}; reindex (or re-ingest) to use its tags in topics\n"
+        f"  topic names show its labels as {names} says: edit it to rename them"
     )
 

@@ -39,7 +39,7 @@ def item_topics(item: Item) -> list[dict]:
         return []
     order = item.vector.argsort()[::-1][:TOPICS_PER_ITEM]
     return [
-        {"id": int(i), "name": live.topics[i]["name"], "weight": round(float(item.vector[i]), 4)}
+        {"id": live.topics[i]["id"], "name": live.topics[i]["name"], "weight": round(float(item.vector[i]), 4)}
         for i in order if item.vector[i] > 0
     ]
 

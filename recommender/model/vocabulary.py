@@ -1,11 +1,14 @@
-"""The label vocabulary: readable names for the backbone's classes, and the
-tag vocabulary the topic model works on (backbone labels + given tags)."""
+"""The label vocabulary: readable names for the backbone's classes, the display
+names of custom heads' labels (what topic names show), and the tag vocabulary
+the topic model works on (backbone labels + given tags)."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
+from pathlib import Path
 
 
 @lru_cache(maxsize=1)
@@ -63,3 +66,37 @@ class TagVocabulary:
 
     def get(self, label: str) -> int | None:
         return self.index.get(normalize_tag(label))
+
+
+#: In a custom head's directory: label -> display name ({"animals_mammals": "mammals"}), edited by hand.
+DISPLAY_NAMES_FILE = "names.json"
+
+
+def default_display_name(label: str) -> str:
+    """A head label's display name until someone edits it: the last part of a folder name, in words
+    ("animals_mammals" -> "mammals")."""
+    return " ".join(label.rsplit("_", 1)[-1].lower().split())
+
+
+def default_display_names(labels: Sequence[str]) -> dict[str, str]:
+    """Every label's default display name; where two would read the same, both keep their whole words."""
+    short = {label: default_display_name(label) for label in labels}
+    counts = Counter(short.values())
+    return {label: name if counts[name] == 1 else " ".join(label.lower().replace("_", " ").split())
+            for label, name in short.items()}
+
+
+def display_names(heads_root: Path) -> dict[str, str]:
+    """The display names of every custom head under ``heads_root`` (a head without the file: the defaults)."""
+    names: dict[str, str] = {}
+    if not heads_root.is_dir():
+        return names
+    for head in sorted(p for p in heads_root.iterdir() if p.is_dir()):
+        path = head / DISPLAY_NAMES_FILE
+        if path.is_file():
+            given = json.loads(path.read_text())
+            names.update({normalize_tag(k): normalize_tag(str(v)) for k, v in given.items() if str(v).strip()})
+        elif (head / "labels.json").is_file():
+            names.update({normalize_tag(k): v for k, v in
+                          default_display_names(json.loads((head / "labels.json").read_text())).items()})
+    return names

@@ -14,6 +14,8 @@ Keys (``P`` is the configured key prefix):
   (both streams are read by the consumer group ``indexers``; see :meth:`recommender.store.queue.Queue.settle`)
 * ``P:dead``          stream of ``{id, reason, attempts, stream, consumer}``: what the workers gave up on
 * ``P:workers``       hash worker name -> JSON heartbeat ``{host, pid, device, seen, indexed, failed, ...}``
+* ``P:topic-names``   hash topic id -> the name a merchandiser gave it (``PUT /v1/topics/<id>``); it
+  outlives reindexes while the topic keeps its id (see :mod:`recommender.model.identity`)
 * ``P:model:<v>``     string: version ``v``'s topic model (joblib), for workers on machines without its directory
 * ``P:reindex``       hash: the running or last reindex ``{job, phase, total, tagged, failed, skipped, ...}``
 * ``P:reindex:lock``  string with a TTL: held by the one reindex that may run
@@ -68,6 +70,10 @@ class Keys:
     @property
     def representation(self) -> str:
         return f"{self.prefix}:representation"
+
+    @property
+    def topic_names(self) -> str:
+        return f"{self.prefix}:topic-names"
 
     @property
     def changes(self) -> str:

@@ -1,6 +1,6 @@
 """What Redis keeps about index versions: the pointer to the served one, the representation the
-next build uses, each version's topic model (for workers without its directory) and the map rows
-of items placed on a version's map after it was built. The versions' files are
+next build uses, each version's topic model (for workers without its directory), the map rows
+of items placed on a version's map after it was built, and the names merchandisers gave topics. The versions' files are
 :class:`recommender.versions.VersionStore`'s."""
 
 from __future__ import annotations
@@ -39,6 +39,18 @@ class Versions(Part):
 
     def drop_model(self, version: int) -> None:
         self.r.delete(self.keys.model(version))
+
+    def topic_names(self) -> dict[int, str]:
+        """Topic id -> the name given with ``PUT /v1/topics/<id>`` (what the API shows instead of its own)."""
+        return {int(k): v.decode() for k, v in self.r.hgetall(self.keys.topic_names).items()}
+
+    def set_topic_name(self, topic_id: int, name: str) -> None:
+        self.r.hset(self.keys.topic_names, str(topic_id), name)
+
+    def drop_topic_names(self, topic_ids: list[int]) -> None:
+        """Forget the names of topics a reindex did not keep (their ids are never handed out again)."""
+        if topic_ids:
+            self.r.hdel(self.keys.topic_names, *[str(i) for i in topic_ids])
 
     def set_map_rows(self, version: int, rows: dict[str, np.ndarray]) -> None:
         """Remember where items indexed after ``version`` was built sit on its map."""

@@ -21,6 +21,8 @@
     sx: null, sy: null,     // screen coordinates of the last draw
     index: new Map(),       // item id -> point index
     servedTopics: [],       // /v1/topics
+    groupedTopics: [],      // each point's served topic, near-duplicates folded into their group's first
+    groupedFor: null,       // the map.topics array groupedTopics was computed from
     colourBy: "served",
     view: { scale: 1, tx: 0, ty: 0 },
     hover: -1,
@@ -156,13 +158,28 @@
     return palette[topic];
   }
 
+  // Near-duplicate served topics (same "group") share one legend entry, colour and name.
+  function groupColumns() {
+    const column = new Map(state.servedTopics.map((topic, i) => [topic.id, i]));
+    return state.servedTopics.map((topic, i) => column.get(topic.group ?? topic.id) ?? i);
+  }
+
   function topicsOfPoints() {
-    return state.colourBy === "own" ? state.map.own_topics : state.map.topics;
+    if (state.colourBy === "own") return state.map.own_topics;
+    if (state.groupedFor !== state.map.topics) {
+      const group = groupColumns();
+      state.groupedTopics = state.map.topics.map((t) => (t < 0 ? t : group[t] ?? t));
+      state.groupedFor = state.map.topics;
+    }
+    return state.groupedTopics;
   }
 
   function topicNames() {
     if (state.colourBy === "own") return state.map.own_topic_names;
-    return state.servedTopics.map((topic) => topic.name);
+    const group = groupColumns();
+    const members = state.servedTopics.map(() => []);
+    state.servedTopics.forEach((topic, i) => members[group[i]].push(topic.name));
+    return members.map((names) => names.join(" / "));
   }
 
   function renderLegend() {

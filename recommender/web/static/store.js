@@ -96,7 +96,7 @@
   }
 
   /** Why a result is here, in a line: the API's own sentence when it writes one, else one made from its parts
-   * (a topic's name is its top tags, so one topic says enough). */
+   * (a topic's name is its distinctive tags, so one topic says enough). */
   function reasonText(reasons, forUser) {
     if (!reasons) return "";
     if (reasons.text) return reasons.text;
