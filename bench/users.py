@@ -60,8 +60,8 @@ from recommender.users.tuning import (  # noqa: E402
     choose_weights, first_events, hit_ndcg, rank_of, split_last, tune, user_histories,
 )
 
-from bench.users_data import PACKAGE, VERSION, Dataset, item_vectors, load, scale  # noqa: E402
-from bench.users_product import Product  # noqa: E402
+from users_data import PACKAGE, VERSION, Dataset, item_vectors, load, scale  # noqa: E402
+from users_product import Product  # noqa: E402
 
 K = 10
 CUT = 5

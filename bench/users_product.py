@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.users_data import Dataset
 from indexer.embedded_redis import EmbeddedRedis
 from indexer.ingest import ingest
 from indexer.manifest import Entry
@@ -26,6 +25,8 @@ from recommender.settings import Settings
 from recommender.store import Store
 from recommender.store.items import Item
 from recommender.users.collaborative import EVENT_WEIGHTS, EventLog
+
+from users_data import Dataset
 
 K = 10
 #: Events kept per user: MovieLens users have up to 700 ratings, past the default 200 (a setting).
