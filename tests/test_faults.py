@@ -118,7 +118,7 @@ def test_redis_down_under_api_load_answers_503_then_recovers_and_loses_no_acknow
                     elif kind == "recommend":
                         r = session.get(f"{base}/v1/users/u{n}/recommendations?k=5", timeout=10)
                     elif kind == "event":
-                        r = session.post(f"{base}/v1/users/u{n}/events", timeout=10,
+                        r = session.post(f"{base}/v1/users/u{n}-{i % 16}/events", timeout=10,
                                          json={"item_id": f"base-{i % 20}", "type": "view"})
                     else:
                         r = session.put(f"{base}/v1/items/{key}", json={"title": key, "tags": ["beach"]}, timeout=10)
@@ -127,7 +127,7 @@ def test_redis_down_under_api_load_answers_503_then_recovers_and_loses_no_acknow
                 body = r.json()
                 answer = Answer(kind, started, time.monotonic() - started, r.status_code,
                                 body.get("error", {}).get("code") if isinstance(body, dict) else None,
-                                f"u{n}" if kind == "event" else key)
+                                f"u{n}-{i % 16}" if kind == "event" else key)
                 with lock:
                     answers.append(answer)
 
@@ -161,12 +161,13 @@ def test_redis_down_under_api_load_answers_503_then_recovers_and_loses_no_acknow
 
         acknowledged_puts = {a.key for a in answers if a.endpoint == "put" and a.status == 202}
         assert acknowledged_puts and all(store.items.get(key) is not None for key in acknowledged_puts)
-        acknowledged_events: dict[str, int] = {}
-        for a in answers:
-            if a.endpoint == "event" and a.status == 202:
-                acknowledged_events[a.key] = acknowledged_events.get(a.key, 0) + 1
-        for user, count in acknowledged_events.items():
-            assert len(store.users.events(user)) == min(count, settings.user_history), user
+        for user in {a.key for a in answers if a.endpoint == "event"}:
+            sent = [a for a in answers if a.endpoint == "event" and a.key == user]
+            acknowledged, refused = sum(a.status == 202 for a in sent), sum(a.status == 503 for a in sent)
+            assert acknowledged + refused == len(sent) < settings.user_history  # none trimmed by the cap
+            # Nothing acknowledged is lost. A write Redis applied as it shut down may still have been refused
+            # to the client (its reply never sent), so up to the refused ones may be stored too.
+            assert acknowledged <= len(store.users.events(user)) <= acknowledged + refused, user
     finally:
         if api is not None:
             stop(api)
