@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
+from recommender.users.config import HybridConfig
+
 EVENT_WEIGHTS: dict[str, float] = {"view": 1.0, "click": 2.0, "add_to_cart": 4.0, "purchase": 8.0, "dismiss": 0.0}
 DISMISS = "dismiss"
 DAY = 86400.0
@@ -122,15 +124,11 @@ def _top_k_rows(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
 
 @dataclass
 class Collaborative:
-    """ALS + item-item cosine on one confidence matrix. ``fit`` once per training job; score per request."""
+    """ALS + item-item cosine on one confidence matrix. ``fit`` once per training job; score per request.
 
-    factors: int = 32
-    regularization: float = 0.05
-    iterations: int = 15
-    alpha: float = 2.0
-    knn_k: int = 50
-    sequence_window: int = 3
-    seed: int = 0
+    Its hyperparameters are the model's (``config``), chosen by tuning: one place for each."""
+
+    config: HybridConfig = field(default_factory=HybridConfig)
     num_threads: int = 1
     item_factors: np.ndarray | None = None
     similarity: sp.csr_matrix | None = None
@@ -145,12 +143,13 @@ class Collaborative:
         from implicit.utils import ParameterWarning
 
         start = time.perf_counter()
+        cfg = self.config
         als = AlternatingLeastSquares(
-            factors=self.factors, regularization=self.regularization, alpha=self.alpha,
-            iterations=self.iterations, random_state=self.seed, num_threads=self.num_threads,
+            factors=cfg.factors, regularization=cfg.regularization, alpha=cfg.alpha,
+            iterations=cfg.iterations, random_state=cfg.seed, num_threads=self.num_threads,
         )
         als.fit(matrix, show_progress=False)
-        knn = CosineRecommender(K=self.knn_k, num_threads=self.num_threads)
+        knn = CosineRecommender(K=cfg.knn_k, num_threads=self.num_threads)
         with warnings.catch_warnings():  # implicit converts an internal transpose and says so
             warnings.simplefilter("ignore", ParameterWarning)
             knn.fit(matrix, show_progress=False)
@@ -159,7 +158,7 @@ class Collaborative:
         self.similarity = knn.similarity.tocsr().astype(np.float32)
         self.interactions = np.diff(matrix.tocsc().indptr).astype(np.int64)
         n_items = matrix.shape[1]
-        self.transitions = (transition_matrix(log, n_items, self.sequence_window) if log is not None
+        self.transitions = (transition_matrix(log, n_items, cfg.sequence_window) if log is not None
                             else sp.csr_matrix((n_items, n_items), dtype=np.float32))
         self.fit_seconds = time.perf_counter() - start
         return self
@@ -207,7 +206,7 @@ class Collaborative:
         """Bytes of what serving needs: item factors, the K-nearest-items and "next" matrices, the YtY cache."""
         assert self.item_factors is not None and self.similarity is not None and self.transitions is not None
         sparse = sum(m.data.nbytes + m.indices.nbytes + m.indptr.nbytes for m in (self.similarity, self.transitions))
-        return int(self.item_factors.nbytes + sparse + 4 * self.factors * self.factors)
+        return int(self.item_factors.nbytes + sparse + 4 * self.config.factors * self.config.factors)
 
     def bytes_per_million(self) -> dict[str, float]:
         """Model size per million items and per million users (users are folded in, never stored)."""
@@ -215,4 +214,4 @@ class Collaborative:
         n_items = self.item_factors.shape[0]
         per_item = self.nbytes() / max(n_items, 1)
         return {"per_million_items_mb": per_item, "per_million_users_mb": 0.0,
-                "user_factors_if_stored_mb_per_million": 4.0 * self.factors}
+                "user_factors_if_stored_mb_per_million": 4.0 * self.config.factors}

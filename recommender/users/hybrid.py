@@ -69,10 +69,7 @@ class HybridModel:
         n_users = int(n_users if n_users is not None else (events.user.max() + 1 if len(events) else 0))
         now = float(now if now is not None else (events.ts.max() if len(events) else time.time()))
         matrix = confidence_matrix(events, max(n_users, 1), n_items, now)
-        self.collaborative = Collaborative(
-            factors=cfg.factors, regularization=cfg.regularization, iterations=cfg.iterations,
-            alpha=cfg.alpha, knn_k=cfg.knn_k, sequence_window=cfg.sequence_window, seed=cfg.seed,
-        ).fit(matrix, events)
+        self.collaborative = Collaborative(cfg).fit(matrix, events)
         self.collaborative.map_content(self.item_vectors)
         keep = ~events.dismissed
         self.popularity = np.bincount(events.item[keep], weights=events.weight[keep], minlength=n_items)
