@@ -39,7 +39,7 @@ from indexer.users import train_users
 from recommender.index import TopicIndex
 from recommender.settings import Settings
 from recommender.store import Store
-from recommender.store.items import Item, Status
+from recommender.store.items import Item, Status, Summary
 from recommender.users.collaborative import EVENT_WEIGHTS
 from recommender.versions import TOPICS, VersionStore
 
@@ -63,7 +63,7 @@ def build_catalog(store: Store, data_dir: Path, n: int, dim: int = 30) -> None:
     index.upsert(np.arange(1, n + 1), [f"item-{i}" for i in range(n)], vectors)
     files = VersionStore(data_dir)
     with files.create(1, {"items": n, "changes_from": "0-0"}) as directory:
-        index.save(directory)
+        index.save(directory, [Summary.of(item) for item in items])
         (directory / TOPICS).write_text(json.dumps([{"id": t, "name": f"topic {t}", "top_tags": []}
                                                      for t in range(dim)]))
     store.versions.set_current(1)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -23,9 +24,12 @@ from recommender.model.topics import DEFAULT_REPRESENTATION, TopicModel, load_mo
 from recommender.model.vocabulary import display_names
 from recommender.settings import Settings
 from recommender.store import Store
+from recommender.store.items import Status, Summary
 from recommender.versions import MAP_MODEL, MODEL, TOPICS, VersionStore
 
 log = logging.getLogger(__name__)
+#: Items whose summaries one pipelined read fetches while a version is written.
+SUMMARY_CHUNK = 5000
 
 
 def build_version(
@@ -48,7 +52,8 @@ def build_version(
     fitted = time.monotonic()
     layout = lay_out(settings, store, ids, nums, tags, features, vectors)
     laid_out = time.monotonic()
-    write_version(settings, store, version, model, index, layout, changes_from, laid_out - started)
+    write_version(settings, store, version, model, index, layout, changes_from, laid_out - started,
+                  dict(zip(ids, tags)))
     if phases is not None:
         phases.update({"topic fit": fitted - started, "map": laid_out - fitted, "write": time.monotonic() - laid_out})
     return version, vectors
@@ -101,6 +106,21 @@ def lay_out(
     )
 
 
+def version_summaries(
+    store: Store, ids: Sequence[str], tags: Mapping[str, list[tuple[str, float]]] | None = None,
+) -> list[Summary]:
+    """What result lists show of a version's items once it is published: read after ``changes_from`` was
+    taken (a later change is replayed on top), indexed, with ``tags`` where given (a first version's items
+    get theirs in Redis only after the build). One pipelined read per ``SUMMARY_CHUNK`` items."""
+    tags = tags or {}
+    out = []
+    for start in range(0, len(ids), SUMMARY_CHUNK):
+        chunk = ids[start:start + SUMMARY_CHUNK]
+        out.extend(replace(s, status=Status.INDEXED, tags=tuple(t for t, _ in tags[s.id]) if s.id in tags else s.tags)
+                   for s in store.items.summaries(chunk) if s is not None)
+    return out
+
+
 def next_version(settings: Settings, store: Store) -> int:
     """One more than any version Redis or the data directory knows (rolled-back ones included)."""
     return max([store.versions.current(), *VersionStore(settings.data_dir).versions()]) + 1
@@ -108,12 +128,13 @@ def next_version(settings: Settings, store: Store) -> int:
 
 def write_version(
     settings: Settings, store: Store, version: int, model: TopicModel, index: TopicIndex,
-    layout: tuple[CatalogMap, list[Projector]], changes_from: str, build_seconds: float, **manifest: object,
+    layout: tuple[CatalogMap, list[Projector]], changes_from: str, build_seconds: float,
+    tags: Mapping[str, list[tuple[str, float]]] | None = None, **manifest: object,
 ) -> None:
     """Write version ``version``'s directory, and its topic model into Redis for workers elsewhere.
 
     ``changes_from`` is the changes stream's position when the build read the catalog: an API
-    loading this version replays the changes after it.
+    loading this version replays the changes after it. ``tags``: items' tags Redis does not hold yet.
     """
     files = VersionStore(settings.data_dir)
     manifest = {
@@ -123,7 +144,7 @@ def write_version(
     }
     catalog_map, projectors = layout
     with files.create(version, manifest) as directory:
-        index.save(directory)
+        index.save(directory, version_summaries(store, list(index.nums), tags))
         model.save(directory / MODEL)
         (directory / TOPICS).write_text(json.dumps([t.to_json() for t in model.topics], indent=1))
         catalog_map.save(directory)

@@ -10,27 +10,27 @@ cheap and the only way to be sure of ``k`` answers.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
 import numpy as np
 
+from recommender import columns
+from recommender.columns import VECTORS, ItemIds, SummaryTable
 from recommender.named_topics import TopicNames
 from recommender.ranking import Eligibility, Filters
 from recommender.store import Store
 from recommender.store.changes import CHANGES_PAGE, Change, Changes
 from recommender.store.feed import ChangeFeed
 from recommender.store.items import Status, Summary
-from recommender.versions import FAISS_INDEX, IDS, VersionStore
+from recommender.versions import FAISS_INDEX, VersionStore
 
 log = logging.getLogger(__name__)
-#: Item summaries each API process keeps (about 1 kB each); items past this many are read from Redis per request.
-SUMMARY_CACHE_SIZE = 500_000
 #: A version with fewer items is saved without a graph: its exact scan takes under 0.2 ms.
 GRAPH_MIN_ITEMS = 20_000
 #: Answers with at most this many eligible items are exact scans of just those items.
@@ -52,22 +52,37 @@ class TopicIndex:
     mask over nums selects rows directly. A version of at least
     ``GRAPH_MIN_ITEMS`` items is saved with an HNSW graph (FAISS, ids = nums)
     that answers a query in tens of microseconds where an exact scan of 100k
-    items takes about a millisecond. Updates between versions are appended to
-    the graph and deletes are masked out of it, so a node can be stale; graph
-    hits are therefore rescored from ``vectors`` and deduplicated, and the
-    next version rebuilds the graph.
+    items takes about a millisecond.
+
+    A loaded index maps its version's files (``recommender.columns``): the vectors
+    copy-on-write, the graph read-only (``IO_FLAG_MMAP_IFC``: an ``IndexIDMap`` over
+    ``IndexHNSWFlat`` then holds 6 MB of private memory at 200k items where reading it
+    took 80 MB; an ``IndexIDMap2`` adds its reverse map, 15 MB; ``IO_FLAG_MMAP`` maps
+    nothing of either). A mapped graph cannot take new nodes, so items upserted since the
+    load (``changed``) are scanned exactly beside every graph walk, graph hits are rescored
+    from ``vectors`` (a changed item's node is stale) and deletes are masked out; the next
+    version rebuilds the graph.
     """
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, item_ids: ItemIds | None = None, vectors: np.ndarray | None = None):
         self.dim = dim
-        self.vectors = np.zeros((0, dim), dtype=np.float32)
-        self.present = np.zeros(0, dtype=bool)
-        self.graph: faiss.IndexIDMap2 | None = None
-        self.ids: dict[int, str] = {}
-        self.nums: dict[str, int] = {}
+        self.item_ids = item_ids or ItemIds.empty()
+        self.vectors = np.zeros((0, dim), dtype=np.float32) if vectors is None else vectors
+        self.present = np.zeros(len(self.vectors), dtype=bool)
+        self.present[self.item_ids.base_nums()] = True
+        self.graph: faiss.IndexIDMap | None = None
+        self.changed = np.zeros(0, dtype=np.int64)  # nums upserted since the load, sorted
+
+    @property
+    def ids(self) -> Mapping[int, str]:
+        return self.item_ids.ids
+
+    @property
+    def nums(self) -> Mapping[str, int]:
+        return self.item_ids.nums
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self.item_ids)
 
     def __contains__(self, num: int) -> bool:
         return num in self.ids
@@ -93,20 +108,17 @@ class TopicIndex:
         self.vectors[nums] = vectors
         self.present[nums] = True
         if self.graph is not None:
-            self.graph.add_with_ids(vectors, nums)
-        self.ids.update(zip(nums.tolist(), ids))
-        self.nums.update(zip(ids, nums.tolist()))
+            self.changed = np.union1d(self.changed, nums)
+        for num, item_id in zip(nums.tolist(), ids):
+            self.item_ids.set(num, item_id)
 
     def remove(self, num: int) -> None:
-        item_id = self.ids.pop(num, None)
-        if item_id is not None:
-            self.nums.pop(item_id, None)
+        if self.item_ids.remove(num) is not None:
             self.present[num] = False
             self.vectors[num] = 0
 
     def vector(self, num: int) -> np.ndarray | None:
         return self.vectors[num] if num in self.ids else None
-
     def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
         """Top ``k`` (num, cosine) pairs, best first, among nums where ``allowed`` is True.
 
@@ -146,7 +158,8 @@ class TopicIndex:
             efSearch=int(max(EF_SEARCH, 2 * k) / share),
         )
         _, found = self.graph.search(q.reshape(1, -1), k + GRAPH_EXTRA_HITS, params=params)
-        nums = np.unique(found[0][found[0] >= 0])  # an item updated since the build has two nodes
+        changed = self.changed[self.changed < len(eligible)]
+        nums = np.union1d(found[0][found[0] >= 0], changed[eligible[changed]])  # sorted, each num once
         return self._ranked(nums, self.vectors[nums] @ q, k)
 
     @staticmethod
@@ -154,33 +167,32 @@ class TopicIndex:
         order = np.argsort(-scores, kind="stable")[:k]
         return [(int(nums[i]), float(scores[i])) for i in order]
 
-    def _stored(self, inner: faiss.Index) -> faiss.IndexIDMap2:
-        stored = faiss.IndexIDMap2(inner)
-        nums = np.flatnonzero(self.present)
-        stored.add_with_ids(self.vectors[nums], nums)
-        return stored
-
-    def save(self, directory: Path) -> None:
-        """Write the vectors, as an HNSW graph when the index is large enough to need one."""
-        if self.graph is None and len(self) >= GRAPH_MIN_ITEMS:
-            self.graph = self._stored(faiss.IndexHNSWFlat(self.dim, HNSW_M, faiss.METRIC_INNER_PRODUCT))
-        stored = self.graph or self._stored(faiss.IndexFlatIP(self.dim))
-        faiss.write_index(stored, str(directory / FAISS_INDEX))
-        (directory / IDS).write_text(json.dumps(list(self.ids.items())))
+    def save(self, directory: Path, summaries: Sequence[Summary | None] = ()) -> None:
+        """Write the version's columns: vectors, ids, an HNSW graph when the index is large enough to need one,
+        and the items' ``summaries`` (what result lists show) with their filter fields: an item without one is never eligible."""
+        nums = np.fromiter(self.ids, dtype=np.int64, count=len(self))
+        rows = columns.capacity(int(nums.max(initial=0)))
+        columns.save(directory, VECTORS, columns.padded(self.vectors, rows, 0))  # removed rows are zero
+        self.item_ids.save(directory)
+        if len(self) >= GRAPH_MIN_ITEMS:
+            graph = faiss.IndexIDMap(faiss.IndexHNSWFlat(self.dim, HNSW_M, faiss.METRIC_INNER_PRODUCT))
+            graph.add_with_ids(self.vectors[nums], nums)
+            faiss.write_index(graph, str(directory / FAISS_INDEX))
+        by_id = {s.id: s for s in summaries if s is not None}
+        ordered = [by_id.get(self.ids[int(n)]) for n in nums]
+        eligibility = Eligibility()
+        for num, summary in zip(nums.tolist(), ordered):
+            if summary is not None:
+                eligibility.set(num, summary.filter_fields)
+        eligibility.save(directory, rows)
+        SummaryTable.save(directory, nums, ordered)
 
     @classmethod
     def load(cls, directory: Path) -> "TopicIndex":
-        stored = faiss.read_index(str(directory / FAISS_INDEX))
-        self = cls(stored.d)
-        self.ids = {int(n): i for n, i in json.loads((directory / IDS).read_text())}
-        self.nums = {i: n for n, i in self.ids.items()}
-        nums = np.fromiter(self.ids, dtype=np.int64, count=len(self.ids))
-        if len(nums):
-            self._grow(int(nums.max()))
-            self.vectors[nums] = stored.reconstruct_batch(nums)
-            self.present[nums] = True
-        if isinstance(faiss.downcast_index(stored.index), faiss.IndexHNSW):
-            self.graph = stored
+        vectors = columns.load(directory, VECTORS)
+        self = cls(vectors.shape[1], ItemIds.load(directory), vectors)
+        if (directory / FAISS_INDEX).is_file():
+            self.graph = faiss.read_index(str(directory / FAISS_INDEX), faiss.IO_FLAG_MMAP_IFC)
         return self
 
 
@@ -193,7 +205,7 @@ class Served:
     topics: list[dict]
     eligibility: Eligibility
     last_change: str  # the changes stream entry applied last
-    summaries: dict[str, Summary] = field(default_factory=dict)  # kept exact by the changes stream
+    summaries: SummaryTable  # the version's, kept exact by the changes stream
 
 
 class LiveIndex:
@@ -290,24 +302,13 @@ class LiveIndex:
         return False
 
     def _load(self, version: int) -> Served:
-        """Read a version from disk, with its items' summaries and filter fields, caught up with the changes stream."""
+        """Map a version's files (no per-item work, no item read from Redis), caught up with the changes stream."""
         started = time.monotonic()
         path = self.files.path(version)
         manifest = self.files.manifest(version)
         index = TopicIndex.load(path)
-        eligibility = Eligibility()
-        summaries: dict[str, Summary] = {}
-        ids = list(index.ids.items())
-        for start in range(0, len(ids), 5000):
-            chunk = ids[start:start + 5000]
-            for (num, item_id), summary in zip(chunk, self.store.items.summaries([i for _, i in chunk])):
-                if summary is None:
-                    continue
-                eligibility.set(num, summary.filter_fields)
-                if len(summaries) < SUMMARY_CACHE_SIZE:
-                    summaries[item_id] = summary
-        served = Served(version, index, self.files.topics(version), eligibility, manifest.get("changes_from", "0-0"),
-                        summaries)
+        served = Served(version, index, self.files.topics(version), Eligibility.load(path),
+                        manifest.get("changes_from", "0-0"), SummaryTable.load(path))
         self._apply_changes(served)
         log.info("loaded index version %d (%d items) in %.2fs", version, len(index), time.monotonic() - started)
         return served
@@ -320,7 +321,7 @@ class LiveIndex:
             upserts = {}
             for stream_id, change in changes:
                 num = int(change["num"])
-                served.summaries.pop(change["id"], None)
+                served.summaries.forget(change["id"])
                 if change["op"] == Change.DELETE:
                     upserts.pop(num, None)
                     self._remove(served, num)
@@ -359,23 +360,12 @@ class LiveIndex:
                     self._remove(served, num)
 
     def summaries(self, item_ids: list[str]) -> list[Summary | None]:
-        """What result lists show of these items, from this process's copy (kept exact by the changes stream).
-
-        A version's items are all read when it is loaded (up to ``SUMMARY_CACHE_SIZE``), so only
-        items changed since then, and those past the cap, cost a round trip.
-        """
+        """What result lists show of these items, from the served version's columns (kept exact by the changes
+        stream): only items changed since the build, and those it lacks, cost a round trip, once."""
         served = self._served
         if served is None:
             return self.store.items.summaries(item_ids)
-        cache = served.summaries
-        missing = [i for i in item_ids if i not in cache]
-        if not missing:
-            return [cache[i] for i in item_ids]
-        fetched = dict(zip(missing, self.store.items.summaries(missing)))
-        for item_id, summary in fetched.items():
-            if summary is not None and len(cache) < SUMMARY_CACHE_SIZE:
-                cache[item_id] = summary
-        return [cache.get(i) or fetched.get(i) for i in item_ids]
+        return served.summaries.get_many(item_ids, served.index.item_ids.base_num, self.store.items.summaries)
 
     def search(self, query: np.ndarray, k: int, filters: Filters) -> list[tuple[int, float]]:
         """Top ``k`` eligible items for a query vector."""

@@ -9,18 +9,24 @@ than ``k`` while ``k`` eligible items exist, however many are filtered out.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
+from recommender import columns
 from recommender.store.items import Status, parse_timestamp
 
 #: Filter masks cached per process (one per kind and category combination asked for).
 MASK_CACHE_SIZE = 64
 #: Extra hits fetched beyond k, to cover items deleted in another process moments ago.
 MARGIN = 5
+#: A version's eligibility: the kind and category codes' values, in code order (JSON), and one column per array.
+CODES = "codes.json"
+COLUMNS = {"kind": 0, "category": 0, "starts": -math.inf, "ends": math.inf, "present": False}  # name: fill
 
 
 @dataclass(frozen=True)
@@ -78,12 +84,27 @@ class Eligibility:
     def _code(self, value: str) -> int:
         return self._codes.setdefault(value, len(self._codes))
 
+    def save(self, directory: Path, rows: int) -> None:
+        """Write the columns with ``rows`` rows (``columns.capacity``: room for the items indexed later)."""
+        (directory / CODES).write_text(json.dumps(list(self._codes)))
+        for name, fill in COLUMNS.items():
+            columns.save(directory, f"{name}.npy", columns.padded(getattr(self, name), rows, fill))
+
+    @classmethod
+    def load(cls, directory: Path) -> "Eligibility":
+        """The version's columns, mapped: changes patch pages of this process only."""
+        self = cls()
+        self._codes = {value: code for code, value in enumerate(json.loads((directory / CODES).read_text()))}
+        for name in COLUMNS:
+            setattr(self, name, columns.load(directory, f"{name}.npy"))
+        return self
+
     def _grow(self, num: int) -> None:
         size = len(self.present)
         if num < size:
             return
         new = max(num + 1, size * 2, 1024)
-        for name, fill in (("kind", 0), ("category", 0), ("starts", -math.inf), ("ends", math.inf), ("present", False)):
+        for name, fill in COLUMNS.items():
             old = getattr(self, name)
             grown = np.full(new, fill, dtype=old.dtype)
             grown[:size] = old

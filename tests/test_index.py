@@ -140,7 +140,7 @@ def serve_version(store: Store, settings: Settings, n: int) -> list[str]:
     index = TopicIndex(DIM)
     index.upsert(np.array([store.items.get(i).num for i in ids]), ids, vectors)
     with VersionStore(settings.data_dir).create(1, {"items": n, "changes_from": store.changes.last_id()}) as directory:
-        index.save(directory)
+        index.save(directory, store.items.summaries(ids))
         topics = [{"id": t, "name": f"topic {t}", "top_tags": []} for t in range(DIM)]
         (directory / TOPICS).write_text(json.dumps(topics))
     store.versions.set_current(1)

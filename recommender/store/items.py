@@ -153,6 +153,21 @@ class Summary:
                   "starts_at": starts_at or None, "ends_at": ends_at or None}
         return cls(item_id, status, fields, tuple(sys.intern(t) for t, _ in json.loads(tags or "[]")))
 
+    @classmethod
+    def of(cls, item: Item) -> "Summary":
+        """From an item in memory, as Redis would give it back (bulk loads, benchmarks)."""
+        stored = item.to_hash()
+        return cls.from_values(item.id, [str(stored.get(f, "")).encode() for f in SUMMARY_FIELDS])
+
+    def record(self) -> bytes:
+        """This summary as an index version stores it (see ``recommender.columns``); the id is kept beside it."""
+        return json.dumps([self.status, {k: v for k, v in self.fields.items() if k != "id"}, self.tags]).encode()
+
+    @classmethod
+    def from_record(cls, item_id: str, record: bytes) -> "Summary":
+        status, fields, tags = json.loads(record)
+        return cls(item_id, status, {"id": item_id, **fields}, tuple(tags))
+
     @property
     def filter_fields(self) -> dict[str, str]:
         """The fields that decide eligibility (see recommender.ranking)."""

@@ -1,0 +1,233 @@
+"""Per-item columns of an index version: written once by the build, memory-mapped by every API process.
+
+A version's per-item serving data (vectors, the id maps, filter fields, result summaries) is a
+handful of numpy ``.npy`` files rather than Python objects built per item: ``np.load(mmap_mode="c")``
+maps a file in microseconds whatever its size, every gunicorn worker on a host shares the
+pages through the page cache, and a page a process writes (an item changed since the build)
+becomes private to that process alone, while the file stays as the build wrote it. Arrow IPC
+would map the same way, but it is another large dependency for what two numpy arrays (offsets and
+bytes) already do for variable-length strings.
+
+Arrays indexed by numeric id are written with headroom past the largest number (``capacity``),
+so the items indexed after the build patch mapped pages in place; only a catalog that grew by
+more than that since its version copies a column into memory (the next version maps again).
+
+What changed since the build lives in small overlays in front of the columns: ``ItemIds.added``
+and ``ItemIds.gone`` for the id maps, ``SummaryTable.stale`` and ``SummaryTable.fetched`` for summaries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from recommender.store.items import Summary
+
+#: Rows past the largest numeric id that a version's by-number columns are written with, at least.
+HEADROOM_MIN = 4096
+#: And at least this share of the rows: the items a catalog may gain before its next version.
+HEADROOM_SHARE = 0.25
+#: Summaries fetched from Redis (items changed since the build) each API process keeps, about 1 kB each.
+FETCHED_SUMMARIES = 50_000
+
+VECTORS = "vectors.npy"  # by numeric id: the L2-normalised topic vector, zero for none
+IDS = "ids.npy"  # item ids, fixed-width bytes, sorted
+ID_NUMS = "id_nums.npy"  # the numeric id of each row of ids.npy
+ID_ROWS = "id_rows.npy"  # by numeric id: its row in ids.npy, -1 for none
+SUMMARIES = "summaries.npy"  # every item's summary record (JSON), concatenated bytes
+SUMMARY_OFFSETS = "summary_offsets.npy"  # by numeric id: where its record starts; the next entry, where it ends
+
+
+def capacity(top: int) -> int:
+    """Rows a by-number column is written with when the largest numeric id is ``top``."""
+    return top + 1 + max(HEADROOM_MIN, int(top * HEADROOM_SHARE))
+
+
+def save(directory: Path, name: str, array: np.ndarray) -> None:
+    np.save(directory / name, np.ascontiguousarray(array), allow_pickle=False)
+
+
+def load(directory: Path, name: str) -> np.ndarray:
+    """The column mapped copy-on-write: shared with every process mapping it until this one writes a page."""
+    return np.asarray(np.load(directory / name, mmap_mode="c", allow_pickle=False))
+
+
+def padded(array: np.ndarray, rows: int, fill: object) -> np.ndarray:
+    """``array`` cut or extended to ``rows`` rows, new ones set to ``fill``."""
+    out = np.full((rows, *array.shape[1:]), fill, dtype=array.dtype)
+    n = min(rows, len(array))
+    out[:n] = array[:n]
+    return out
+
+
+class ItemIds:
+    """Item id <-> numeric id: sorted mapped columns from the build, and the changes since in dicts.
+
+    Invariant: a number is served by the columns unless it is in ``gone`` (removed, or set again
+    since the build: then ``added`` holds it). ``ids`` (number -> id) and ``nums`` (id -> number)
+    are read-only mappings over both; an id is found in the columns by binary search.
+    """
+
+    def __init__(self, ids: np.ndarray, nums: np.ndarray, rows: np.ndarray):
+        self._ids, self._nums, self._rows = ids, nums, rows
+        self.added: dict[int, str] = {}
+        self._added_nums: dict[str, int] = {}
+        self.gone: set[int] = set()
+        self.ids: Mapping[int, str] = _IdsByNum(self)
+        self.nums: Mapping[str, int] = _NumsById(self)
+
+    @classmethod
+    def empty(cls) -> "ItemIds":
+        return cls(np.zeros(0, dtype="S1"), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+
+    @classmethod
+    def load(cls, directory: Path) -> "ItemIds":
+        return cls(load(directory, IDS), load(directory, ID_NUMS), load(directory, ID_ROWS))
+
+    def save(self, directory: Path) -> None:
+        nums = np.fromiter(self.ids, dtype=np.int64, count=len(self))
+        ids = np.array([self.ids[int(n)].encode() for n in nums], dtype="S") if len(nums) else self._ids[:0]
+        order = np.argsort(ids, kind="stable")
+        rows = np.full(int(nums.max(initial=0)) + 1, -1, dtype=np.int64)
+        rows[nums[order]] = np.arange(len(order))
+        save(directory, IDS, ids[order])
+        save(directory, ID_NUMS, nums[order])
+        save(directory, ID_ROWS, rows)
+
+    def base_id(self, num: int) -> str | None:
+        """The id the columns give ``num`` (changes since the build aside)."""
+        row = int(self._rows[num]) if 0 <= num < len(self._rows) else -1
+        return self._ids[row].decode() if row >= 0 else None
+
+    def base_num(self, item_id: str) -> int | None:
+        """The number the columns give ``item_id`` (changes since the build aside)."""
+        key = item_id.encode()
+        row = int(np.searchsorted(self._ids, key))
+        return int(self._nums[row]) if row < len(self._ids) and self._ids[row] == key else None
+
+    def base_nums(self) -> np.ndarray:
+        return np.flatnonzero(self._rows >= 0)
+
+    def __len__(self) -> int:
+        return len(self._ids) - len(self.gone) + len(self.added)
+
+    def set(self, num: int, item_id: str) -> None:
+        old = self.nums.get(item_id)
+        if old is not None and old != num:
+            self.remove(old)
+        self.remove(num)
+        self.added[num] = item_id
+        self._added_nums[item_id] = num
+
+    def remove(self, num: int) -> str | None:
+        """Forget ``num``; the id it had, if any."""
+        item_id = self.ids.get(num)
+        if item_id is None:
+            return None
+        if self.added.pop(num, None) is not None:
+            self._added_nums.pop(item_id, None)
+        if self.base_id(num) is not None:
+            self.gone.add(num)
+        return item_id
+
+
+class _IdsByNum(Mapping[int, str]):
+    def __init__(self, table: ItemIds):
+        self._t = table
+
+    def __getitem__(self, num: int) -> str:
+        t = self._t
+        found = t.added.get(num)
+        if found is None and num not in t.gone:
+            found = t.base_id(num)
+        if found is None:
+            raise KeyError(num)
+        return found
+
+    def __iter__(self) -> Iterator[int]:
+        gone = self._t.gone
+        yield from (n for n in self._t.base_nums().tolist() if n not in gone)
+        yield from list(self._t.added)
+
+    def __len__(self) -> int:
+        return len(self._t)
+
+
+class _NumsById(Mapping[str, int]):
+    def __init__(self, table: ItemIds):
+        self._t = table
+
+    def __getitem__(self, item_id: str) -> int:
+        t = self._t
+        found = t._added_nums.get(item_id)
+        if found is None:
+            found = t.base_num(item_id)
+            if found is not None and found in t.gone:
+                found = None
+        if found is None:
+            raise KeyError(item_id)
+        return found
+
+    def __iter__(self) -> Iterator[str]:
+        ids = self._t.ids
+        return (ids[n] for n in ids)
+
+    def __len__(self) -> int:
+        return len(self._t)
+
+
+class SummaryTable:
+    """What result lists show of a version's items: mapped records, in front of them what changed since.
+
+    Invariant: an id in ``stale`` (a change arrived for it) is never answered from the columns;
+    its summary is fetched from Redis on first use and kept in ``fetched`` (up to
+    ``FETCHED_SUMMARIES``), as are the items the version lacks.
+    """
+
+    def __init__(self, data: np.ndarray, offsets: np.ndarray):
+        self._data, self._offsets = data, offsets
+        self.stale: set[str] = set()
+        self.fetched: dict[str, Summary] = {}
+
+    @staticmethod
+    def save(directory: Path, nums: np.ndarray, summaries: Sequence[Summary | None]) -> None:
+        records = [s.record() if s is not None else b"" for s in summaries]
+        lengths = np.zeros(int(nums.max(initial=0)) + 2, dtype=np.int64)
+        lengths[np.asarray(nums, dtype=np.int64) + 1] = [len(r) for r in records]
+        save(directory, SUMMARIES, np.frombuffer(b"".join(records), dtype=np.uint8))
+        save(directory, SUMMARY_OFFSETS, np.cumsum(lengths))
+
+    @classmethod
+    def load(cls, directory: Path) -> "SummaryTable":
+        return cls(load(directory, SUMMARIES), load(directory, SUMMARY_OFFSETS))
+
+    def base(self, item_id: str, num: int | None) -> Summary | None:
+        if num is None or num + 1 >= len(self._offsets):
+            return None
+        start, end = int(self._offsets[num]), int(self._offsets[num + 1])
+        return Summary.from_record(item_id, self._data[start:end].tobytes()) if end > start else None
+
+    def forget(self, item_id: str) -> None:
+        """A change arrived for ``item_id``: what the build wrote of it no longer holds."""
+        self.stale.add(item_id)
+        self.fetched.pop(item_id, None)
+
+    def get_many(self, item_ids: Sequence[str], base_num: Callable[[str], int | None],
+                 fetch: Callable[[list[str]], list[Summary | None]]) -> list[Summary | None]:
+        """Each item's summary: fetched since, else the build's (``base_num`` finds its row), else from ``fetch``."""
+        found: list[Summary | None] = []
+        for item_id in item_ids:
+            summary = self.fetched.get(item_id)
+            if summary is None and item_id not in self.stale:
+                summary = self.base(item_id, base_num(item_id))
+            found.append(summary)
+        missing = [i for i, s in zip(item_ids, found) if s is None]
+        if not missing:
+            return found
+        fetched = dict(zip(missing, fetch(missing)))
+        for item_id, summary in fetched.items():
+            if summary is not None and len(self.fetched) < FETCHED_SUMMARIES:
+                self.fetched[item_id] = summary
+        return [s if s is not None else fetched.get(i) for i, s in zip(item_ids, found)]
