@@ -193,9 +193,10 @@ class SummaryTable:
 
     @staticmethod
     def save(directory: Path, nums: np.ndarray, summaries: Sequence[Summary | None]) -> None:
-        records = [s.record() if s is not None else b"" for s in summaries]
+        order = np.argsort(nums, kind="stable")  # records lie in the order of their numbers
+        records = [summaries[i].record() if summaries[i] is not None else b"" for i in order.tolist()]
         lengths = np.zeros(int(nums.max(initial=0)) + 2, dtype=np.int64)
-        lengths[np.asarray(nums, dtype=np.int64) + 1] = [len(r) for r in records]
+        lengths[np.asarray(nums, dtype=np.int64)[order] + 1] = [len(r) for r in records]
         save(directory, SUMMARIES, np.frombuffer(b"".join(records), dtype=np.uint8))
         save(directory, SUMMARY_OFFSETS, np.cumsum(lengths))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import mmap
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,8 @@ from recommender.ranking import Eligibility, Filters
 from recommender.settings import Settings
 from recommender.store import Store
 from recommender.store.changes import Change
-from recommender.store.items import Item, parse_timestamp
+from recommender.columns import SummaryTable
+from recommender.store.items import Item, Summary, parse_timestamp
 from recommender.versions import TOPICS, VersionStore
 
 DIM = 30
@@ -215,3 +217,67 @@ def test_without_pushes_every_query_polls(store: Store, settings: Settings) -> N
     store.delete_item(ids[0])
     live.sync()
     assert ids[0] not in live.index.nums
+
+
+def mapped(array: np.ndarray) -> bool:
+    """Whether ``array`` is a view of a memory-mapped file (not a copy in this process's memory)."""
+    while array is not None:
+        if isinstance(array, mmap.mmap):
+            return True
+        array = getattr(array, "base", None)
+    return False
+
+
+def test_a_version_loads_from_its_files_without_reading_item_hashes(store: Store, settings: Settings) -> None:
+    ids = serve_version(store, settings, 40)
+    store.r.delete(*[store.keys.item(i) for i in ids])  # what the build read of the items is in the version
+    before = {c: calls(store, c) for c in ("hmget", "hgetall")}
+    live = LiveIndex(store, VersionStore(settings.data_dir))
+    live.sync()
+    assert {c: calls(store, c) for c in ("hmget", "hgetall")} == before
+    assert mapped(live.index.vectors) and mapped(live.eligibility.kind)
+    assert [s.fields["title"] for s in live.summaries(ids[:5])] == [f"title of {i}" for i in ids[:5]]
+    assert live.summaries(ids[:1])[0].tags == ("seashore",) and live.summaries(ids[:1])[0].status == "indexed"
+    hits = live.search(topic_vectors(1, seed=9)[0], 10, Filters(kind="product"))
+    assert len(hits) == 10 and {s.fields["kind"] for s in live.summaries([live.index.ids[n] for n, _ in hits])} == {
+        "product"}
+    assert live.search(topic_vectors(1, seed=9)[0], 10, Filters(kind="sale")) == []
+
+
+def test_the_overlay_serves_an_upsert_and_a_delete_made_after_the_build(store: Store, settings: Settings) -> None:
+    ids = serve_version(store, settings, 30)
+    files = VersionStore(settings.data_dir)
+    written = {p.name: p.read_bytes() for p in files.path(1).iterdir()}
+    live = LiveIndex(store, files)
+    live.sync()
+    new_vector = topic_vectors(1, seed=11)[0]
+    num = store.items.put(Item(id="late", title="added after the build", kind="sale", tags=[("reef", 0.8)]))
+    store.items.mark_indexed("late", [("reef", 0.8)], new_vector, 1, None)
+    store.changes.publish(Change.UPSERT, "late", num)
+    store.delete_item(ids[2])
+    live.sync()
+    assert live.index.nums["late"] == num and ids[2] not in live.index.nums and len(live.index) == 30
+    assert live.search(new_vector, 1, Filters(kind="sale"))[0][0] == num
+    assert live.summaries(["late"])[0].fields["title"] == "added after the build"
+    gone = store.items.get(ids[2]).num
+    assert gone not in {n for n, _ in live.search(topic_vectors(30, seed=8)[2], 30, Filters())}
+    assert mapped(live.index.vectors) and mapped(live.eligibility.present)  # patched in place, not copied
+    assert {p.name: p.read_bytes() for p in files.path(1).iterdir()} == written  # the version's files stay as built
+
+
+def test_a_mapped_graph_serves_items_added_after_it_was_built(large: Path) -> None:
+    index = TopicIndex.load(large)
+    assert mapped(index.vectors)
+    moved = index.vectors[123].copy()
+    index.upsert(np.array([N + 7]), ["item-new"], moved[None, :])  # past the graph's nodes: scanned exactly
+    assert {123, N + 7} <= {n for n, _ in index.search(moved, 2)} and index.ids[N + 7] == "item-new"
+    index.remove(123)
+    assert [n for n, _ in index.search(moved, 1)] == [N + 7]
+
+
+def test_summaries_of_items_saved_out_of_number_order(tmp_path: Path) -> None:
+    index = TopicIndex(DIM)
+    index.upsert(np.array([9, 2, 5]), ["c", "a", "b"], topic_vectors(3))
+    index.save(tmp_path, [Summary.of(Item(id=i, title=f"title {i}")) for i in "abc"])
+    table, loaded = SummaryTable.load(tmp_path), TopicIndex.load(tmp_path)
+    assert [table.base(i, loaded.nums[i]).fields["title"] for i in "cab"] == ["title c", "title a", "title b"]
