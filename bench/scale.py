@@ -1,0 +1,208 @@
+"""How the API and the reindex grow with the catalog: start-up, memory per process, `similar`, reindex.
+
+For each size (default 100k, 1M and 5M items) a fresh redis-server of its own is filled
+with synthetic indexed items through pipelines (random sparse 30-D topic vectors, a
+quarter of them flash sales with windows) and version 1 is written as a build writes it
+(memory-mapped columns, an HNSW graph from 20k items). Then, each a median over rounds:
+
+* **start-up**: seconds from launching `vistas serve` (one worker) to `/readyz` answering
+  200, and the load of the version alone inside a process (`LiveIndex`'s first sync);
+* **memory**: RSS, PSS and USS (private pages) of each of two gunicorn workers after both
+  served `similar`, from ``/proc/PID/smaps_rollup``: a first worker costs its RSS, an extra
+  one its USS (the mapped version is shared through the page cache);
+* **`similar`** throughput and p50/p99 latency with `bench/api.py`'s load generator (a
+  separate process, fixed clients and requests), and its ratio to `/healthz` in the same round;
+* **reindex** `--reuse-features` time, as `bench/reindex.py` measures it (1280-d features
+  per item in Redis), for sizes up to ``--reindex-max`` (default 1M): 5M items' features
+  are 13 GB of Redis (the 1M run in bench/RESULTS.md had 23 GB in all), and at that run's
+  2,400 items/s the reindex alone would take over half an hour.
+
+Every figure is printed with its ratio to the previous size's and to the first size's
+(1.0 = flat, the size ratio = linear). Targets at 1M: ready in <= 5 s, <= 300 MB USS per
+extra worker, `similar` >= 0.6 of `/healthz` with p99 < 20 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+from api import PORT, run_in_process
+from reindex import measure as measure_reindex
+
+from indexer.embedded_redis import EmbeddedRedis
+from recommender.index import LiveIndex, TopicIndex
+from recommender.settings import Settings
+from recommender.store import Store
+from recommender.store.items import Item, Status, Summary
+from recommender.versions import TOPICS, VersionStore
+
+PREFIX = "bench-scale"
+DIM = 30
+CHUNK = 50_000
+
+
+def fill(store: Store, data_dir: Path, n: int) -> None:
+    """``n`` indexed items in Redis, ``CHUNK`` at a time through pipelines, and version 1 of them on disk."""
+    rng = np.random.default_rng(0)
+    index = TopicIndex(DIM)
+    summaries: list[Summary] = []
+    for start in range(0, n, CHUNK):
+        vectors = rng.gamma(0.3, size=(min(CHUNK, n - start), DIM)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        items = []
+        for offset, vector in enumerate(vectors):
+            i = start + offset
+            item = Item(id=f"item-{i}", title=f"Item {i}", kind="sale" if i % 4 == 0 else "product",
+                        category=f"cat-{i % 50}", status=Status.INDEXED, vector=vector, version=1,
+                        tags=[(f"tag {i % 97}", 0.5)])
+            if i % 4 == 0:
+                item.starts_at, item.ends_at = "2020-01-01T00:00:00Z", "2100-01-01T00:00:00Z"
+            items.append(item)
+        store.items.put_many(items)  # a fresh prefix: numbers 1..n, one round trip per thousand items
+        index.upsert(np.array([item.num for item in items]), [item.id for item in items], vectors)
+        summaries.extend(Summary.of(item) for item in items)
+    with VersionStore(data_dir).create(1, {"items": n, "changes_from": "0-0"}) as directory:
+        index.save(directory, summaries)
+        (directory / TOPICS).write_text(json.dumps([{"id": t, "name": f"topic {t}", "top_tags": []}
+                                                     for t in range(DIM)]))
+    store.versions.set_current(1)
+
+
+def serve(env: dict[str, str], workers: int) -> tuple[subprocess.Popen, float]:
+    """`vistas serve` on 127.0.0.1, and the seconds until `/readyz` said 200."""
+    started = time.perf_counter()
+    server = subprocess.Popen([sys.executable, "-m", "indexer.cli", "serve", "--bind", f"127.0.0.1:{PORT}",
+                               "--workers", str(workers)], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=5)
+            conn.request("GET", "/readyz")
+            if conn.getresponse().status == 200:
+                return server, time.perf_counter() - started
+        except OSError:
+            pass
+        assert server.poll() is None, "vistas serve exited"
+        time.sleep(0.05)
+    stop(server)
+    raise RuntimeError("API did not become ready")
+
+
+def stop(server: subprocess.Popen) -> None:
+    server.terminate()
+    server.wait(30)
+
+
+def memory(pid: int) -> dict[str, float]:
+    """MB of a process: resident, proportional (shared pages split), unique (pages no other process maps)."""
+    kb = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, value = line.split(":", 1)
+        kb[name] = int(value.split()[0])
+    return {"rss": kb["Rss"] / 1e3, "pss": kb["Pss"] / 1e3,
+            "uss": (kb["Private_Clean"] + kb["Private_Dirty"]) / 1e3}
+
+
+def measure(size: int, args: argparse.Namespace, work: Path) -> dict[str, float]:
+    data_dir = work / f"data-{size}"
+    with EmbeddedRedis(work / f"redis-{size}", persist=False) as redis_server:
+        store = Store.from_url(redis_server.url, PREFIX)
+        started = time.perf_counter()
+        fill(store, data_dir, size)
+        print(f"  {size:>9,} items stored and version 1 written in {time.perf_counter() - started:.0f}s", flush=True)
+        loads = []
+        for _ in range(args.starts):
+            live, started = LiveIndex(store, VersionStore(data_dir)), time.perf_counter()
+            live.sync()
+            loads.append(time.perf_counter() - started)
+        env = {**os.environ, "REDIS_URL": redis_server.url, "VISTAS_DATA_DIR": str(data_dir),
+               "VISTAS_KEY_PREFIX": PREFIX}
+        starts = []
+        for _ in range(args.starts):
+            server, seconds = serve(env, 1)
+            starts.append(seconds)
+            stop(server)
+        server, _ = serve(env, args.workers)
+        try:
+            rounds: dict[str, list[tuple[float, list[float]]]] = {"healthz": [], "similar": []}
+            with Pool(1) as pool:  # the load generator is another process
+                pool.apply(run_in_process, (("similar", size, 400, args.concurrency, 1),))  # every worker warm
+                children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+                workers = sorted((memory(int(pid)) for pid in children), key=lambda m: -m["rss"])
+                for _ in range(args.rounds):
+                    for name in rounds:
+                        rounds[name].append(pool.apply(run_in_process,
+                                                       ((name, size, args.requests, args.concurrency, 1),)))
+        finally:
+            stop(server)
+    latencies = sorted(x for _, lat in rounds["similar"] for x in lat)
+    figures = {
+        "start-up s": statistics.median(starts), "version load s": statistics.median(loads),
+        "first worker RSS MB": workers[0]["rss"], "extra worker USS MB": workers[-1]["uss"],
+        "extra worker PSS MB": workers[-1]["pss"],
+        "similar req/s": statistics.median(t for t, _ in rounds["similar"]),
+        "similar / healthz": statistics.median(s / h for (s, _), (h, _) in zip(rounds["similar"], rounds["healthz"])),
+        "similar p50 ms": latencies[len(latencies) // 2] * 1000,
+        "similar p99 ms": latencies[int(len(latencies) * 0.99)] * 1000,
+    }
+    if size <= args.reindex_max:
+        print(f"  {size:>9,} items: reindex --reuse-features (bench/reindex.py's catalog)...", flush=True)
+        figures["reindex s"] = measure_reindex(size, Settings.from_env().with_(redis_url=None), work)[0]
+    return figures
+
+
+def print_table(results: dict[int, dict[str, float]]) -> None:
+    sizes = list(results)
+    names = list(dict.fromkeys(name for figures in results.values() for name in figures))
+    print(f"\n{'figure':22s}" + "".join(f"{s:>12,}" for s in sizes) + "   growth: x previous size (x first size)")
+    for name in names:
+        row = [results[s].get(name) for s in sizes]
+        cells = "".join(f"{v:12.2f}" if v is not None else f"{'-':>12s}" for v in row)
+        growth = [f"x{b / a:.2f} (x{b / row[0]:.2f})" for a, b in zip(row, row[1:])
+                  if a is not None and b is not None and row[0]]
+        print(f"{name:22s}{cells}   {', '.join(growth)}")
+    print(f"{'items':22s}" + "".join(f"{s:>12,}" for s in sizes) + "   "
+          + ", ".join(f"x{b / a:.1f}" for a, b in zip(sizes, sizes[1:])))
+    skipped = [s for s in sizes if "reindex s" not in results[s]]
+    if skipped:
+        print(f"reindex not measured at {', '.join(f'{s:,}' for s in skipped)} items (over --reindex-max): "
+              "their features alone are 2.5 kB an item in Redis, and 2 cores reindex about 2,400 items/s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="100000,1000000,5000000", help="comma-separated catalog sizes")
+    parser.add_argument("--requests", type=int, default=2000, help="requests per endpoint per round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers for the memory and load figures")
+    parser.add_argument("--starts", type=int, default=3, help="start-ups timed per size")
+    parser.add_argument("--reindex-max", type=int, default=1_000_000, help="largest size reindexed")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    print(f"{args.workers} gunicorn workers, {args.concurrency} clients, {args.requests} requests x {args.rounds} "
+          f"rounds per endpoint; {args.starts} start-ups per size; figures are medians")
+    results = {}
+    with tempfile.TemporaryDirectory() as work:
+        for size in sizes:
+            results[size] = measure(size, args, Path(work))
+            print("  " + ", ".join(f"{k} {v:.2f}" for k, v in results[size].items()), flush=True)
+    print_table(results)
+
+
+if __name__ == "__main__":
+    main()
