@@ -1,4 +1,9 @@
-"""The in-memory index of topic vectors, and the live copy each API process serves.
+"""The index of topic vectors, and the live copy each API process serves.
+
+A served version is memory-mapped from its files (``recommender.columns``), so an API
+process is ready in milliseconds of load whatever the catalog's size, and the gunicorn
+workers of a host share one copy through the page cache; what changed since the build
+is a small overlay on top (see ``TopicIndex`` and ``LiveIndex``).
 
 Vectors are L2-normalised, so inner product is cosine similarity. An exact
 scan costs about a millisecond per 100k items, which caps an API process at

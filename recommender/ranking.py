@@ -66,6 +66,9 @@ def _time_or(value: str, default: float) -> float:
 class Eligibility:
     """Per-item filter fields as arrays: kind and category codes, sale window, presence.
 
+    A served version's arrays are mapped from its files (``save``/``load``), copy-on-write:
+    a change patches this process's pages, and a code first seen since the build is appended.
+
     A mask is cached per (kind, category, time filter or not) with the span
     of instants it holds for: between two consecutive sale-window boundaries
     every ``active_at`` gives the same mask, so a stream of ``active_at=now``

@@ -13,7 +13,15 @@ from recommender.settings import Settings
 
 
 class GunicornServer(BaseApplication):
-    """gunicorn with our app factory: each worker process builds its own app and index."""
+    """gunicorn with our app factory: each worker process builds its own app and index.
+
+    The workers share what matters without ``preload_app``: the modules this process
+    imported before forking (copy-on-write), and the served version, which every worker
+    memory-maps from the same files, so the page cache holds it once per host
+    (``bench/scale.py`` prints an extra worker's private memory). Preloading would load
+    the index before the fork, with Redis connections and loader threads that do not
+    survive one.
+    """
 
     def __init__(self, settings: Settings, bind: str, workers: int, **options: Any):
         self.settings = settings
