@@ -173,8 +173,9 @@ class TopicIndex:
         return [(int(nums[i]), float(scores[i])) for i in order]
 
     def save(self, directory: Path, summaries: Sequence[Summary | None] = ()) -> None:
-        """Write the version's columns: vectors, ids, an HNSW graph when the index is large enough to need one,
-        and the items' ``summaries`` (what result lists show) with their filter fields: an item without one is never eligible."""
+        """Write the version's columns: vectors, ids, an HNSW graph when the index is large enough to need one, and
+        the items' ``summaries`` (what result lists show) with their filter fields (an item without one is never
+        eligible)."""
         nums = np.fromiter(self.ids, dtype=np.int64, count=len(self))
         rows = columns.capacity(int(nums.max(initial=0)))
         columns.save(directory, VECTORS, columns.padded(self.vectors, rows, 0))  # removed rows are zero
@@ -370,7 +371,7 @@ class LiveIndex:
         served = self._served
         if served is None:
             return self.store.items.summaries(item_ids)
-        return served.summaries.get_many(item_ids, served.index.item_ids.base_num, self.store.items.summaries)
+        return served.summaries.get_many(item_ids, served.index.item_ids.base_nums_of, self.store.items.summaries)
 
     def search(self, query: np.ndarray, k: int, filters: Filters) -> list[tuple[int, float]]:
         """Top ``k`` eligible items for a query vector."""
