@@ -103,7 +103,7 @@ def lay_out(
 
 def next_version(settings: Settings, store: Store) -> int:
     """One more than any version Redis or the data directory knows (rolled-back ones included)."""
-    return max([store.versions.current(), *VersionStore(settings.data_dir).versions()]) + 1
+    return max([store.versions.current(), *VersionStore.for_settings(settings).versions()]) + 1
 
 
 def write_version(
@@ -115,7 +115,7 @@ def write_version(
     ``changes_from`` is the changes stream's position when the build read the catalog: an API
     loading this version replays the changes after it.
     """
-    files = VersionStore(settings.data_dir)
+    files = VersionStore.for_settings(settings)
     manifest = {
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "build_seconds": round(build_seconds, 1),
         "items": len(index), "topics": model.n_topics, "representation": model.representation,

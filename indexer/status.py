@@ -35,7 +35,7 @@ def report(settings: Settings, store: Store) -> str:
 
 
 def _version(settings: Settings, store: Store) -> list[str]:
-    files = VersionStore(settings.data_dir)
+    files = VersionStore.for_settings(settings)
     current = store.versions.current()
     kept = ", ".join(map(str, files.versions())) or "none"
     if not current:
@@ -50,7 +50,7 @@ def _version(settings: Settings, store: Store) -> list[str]:
 
 def _users(settings: Settings, store: Store) -> list[str]:
     """The served user model and the weights it was trained with."""
-    files = VersionStore(settings.data_dir, FOLDER)
+    files = VersionStore.for_settings(settings, FOLDER)
     current = store.users.model_version()
     tuning = store.users.tuning()
     chosen = ("weights chosen by `vistas eval --users`" if tuning and tuning["chosen"]

@@ -275,7 +275,7 @@ class TopicModel:
 
 def load_model(settings: Settings, version: int, store: Store | None = None) -> TopicModel:
     """The topic model of a version: from its directory, else from Redis (a worker on another machine)."""
-    files = VersionStore(settings.data_dir)
+    files = VersionStore.for_settings(settings)
     if files.exists(version):
         return TopicModel.load(files.path(version) / MODEL)
     data = store.versions.model_bytes(version) if store is not None else None
