@@ -17,7 +17,7 @@ import numpy as np
 from indexer.projection import Projector, build_map, save_projectors
 from recommender.catalog_map import CatalogMap
 from recommender.index import TopicIndex
-from recommender.model.exported import heads_dir
+from recommender.model.exported import fetch_heads
 from recommender.model.identity import TopicChanges
 from recommender.model.topics import DEFAULT_REPRESENTATION, TopicModel, load_model
 from recommender.model.vocabulary import display_names
@@ -59,7 +59,7 @@ def new_topic_model(settings: Settings, store: Store) -> TopicModel:
     naming custom heads' labels as their ``names.json`` says."""
     representation = store.versions.representation() or DEFAULT_REPRESENTATION
     return TopicModel(n_topics=settings.n_topics, representation=representation,
-                      display=display_names(heads_dir(settings.data_dir)))
+                      display=display_names(fetch_heads(settings)))
 
 
 def carry_identity(settings: Settings, store: Store, model: TopicModel) -> TopicChanges:
@@ -97,7 +97,7 @@ def lay_out(
     items = store.items.get_many(ids)
     return build_map(
         ids, nums, [i.title if i else "" for i in items], [bool(i and i.image) for i in items],
-        tags, features, vectors, settings.n_topics, display_names(heads_dir(settings.data_dir)),
+        tags, features, vectors, settings.n_topics, display_names(fetch_heads(settings)),
     )
 
 

@@ -123,10 +123,10 @@ class ObjectStore:
             shutil.rmtree(scratch, ignore_errors=True)
         return target
 
-    def mirror(self, prefix: str, target: Path) -> None:
-        """Bring local ``target`` up to date with the folder ``prefix``, file by file (each replaced atomically):
-        for small folders that change in place, like the custom heads."""
-        for key in self.find(prefix):
+    def mirror(self, prefix: str, target: Path, last: str | None = None) -> None:
+        """Bring local ``target`` up to date with the folder ``prefix``, file by file (each replaced atomically,
+        files named ``last`` after the others): for small folders that change in place, like the custom heads."""
+        for key in sorted(self.find(prefix), key=lambda k: k.rsplit("/", 1)[-1] == last):
             local = target / key
             size = self.fs.size(self._path(f"{prefix}/{key}"))
             if not local.is_file() or local.stat().st_size != size:
