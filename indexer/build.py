@@ -102,7 +102,7 @@ def lay_out(
 
 
 def next_version(settings: Settings, store: Store) -> int:
-    """One more than any version Redis or the data directory knows (rolled-back ones included)."""
+    """One more than any version Redis or the object store knows (rolled-back ones included)."""
     return max([store.versions.current(), *VersionStore.for_settings(settings).versions()]) + 1
 
 
@@ -110,7 +110,7 @@ def write_version(
     settings: Settings, store: Store, version: int, model: TopicModel, index: TopicIndex,
     layout: tuple[CatalogMap, list[Projector]], changes_from: str, build_seconds: float, **manifest: object,
 ) -> None:
-    """Write version ``version``'s directory, and its topic model into Redis for workers elsewhere.
+    """Write version ``version`` to the object store, and its topic model into Redis.
 
     ``changes_from`` is the changes stream's position when the build read the catalog: an API
     loading this version replays the changes after it.

@@ -39,13 +39,14 @@ def _version(settings: Settings, store: Store) -> list[str]:
     current = store.versions.current()
     kept = ", ".join(map(str, files.versions())) or "none"
     if not current:
-        return [f"index      no version yet (kept on disk: {kept})"]
+        return [f"index      no version yet (kept in the store: {kept})"]
     if not files.exists(current):
-        return [f"index      version {current}, not under {files.root} (kept on disk: {kept})"]
+        where = files.objects.url_of(files.folder)
+        return [f"index      version {current}, not in {where} (kept in the store: {kept})"]
     m = files.manifest(current)
     built = f", built in {m['build_seconds']}s" if "build_seconds" in m else ""
     return [(f"index      version {current}: {m.get('items', 0):,} items, {m.get('topics')} topics, "
-             f"created {m.get('created_at')}{built} (kept on disk: {kept})")]
+             f"created {m.get('created_at')}{built} (kept in the store: {kept})")]
 
 
 def _users(settings: Settings, store: Store) -> list[str]:

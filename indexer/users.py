@@ -6,7 +6,7 @@ indexes are the numbers the live index serves, so an API process needs no mappin
 reaches the model: a user forgotten by ``DELETE /v1/users/{uid}`` is gone from the next training's inputs.
 
 ``train_users`` fits :class:`recommender.users.hybrid.HybridModel` with what ``eval --users`` recorded
-(or the defaults), writes it as a new user-model version under ``DATA_DIR/user-models``, flips the
+(or the defaults), writes it as a new user-model version under ``user-models/`` in the object store, flips the
 pointer in Redis and keeps the newest ``keep_versions``; API processes swap it in between requests.
 """
 

@@ -50,7 +50,7 @@ class ObjectStore:
     @staticmethod
     def for_settings(settings: Settings) -> "ObjectStore":
         """The store ``settings`` name: ``VISTAS_STORE_URL``, or the data directory when it is unset."""
-        return _store(settings.store_url or str(Path(settings.data_dir).resolve()))
+        return _store(settings.store_url or str(Path(settings.data_dir).resolve()), os.getpid())
 
     def holds(self, directory: Path) -> bool:
         """Whether this store *is* ``directory`` on this host (then there is nothing to copy or cache)."""
@@ -140,7 +140,8 @@ def _filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
 
 
 @lru_cache(maxsize=8)
-def _store(url: str) -> ObjectStore:
+def _store(url: str, pid: int) -> ObjectStore:
+    """One store per URL and process (a forked process gets its own: an S3 client's connections are not shared)."""
     return ObjectStore(url)
 
 

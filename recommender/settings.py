@@ -72,7 +72,7 @@ class Settings:
     claim_idle_s: float = 30.0
     #: A photo whose indexing failed (or killed its worker) this many times goes to the dead letters.
     max_attempts: int = 5
-    #: Index versions kept on disk after a reindex; older ones are removed (rollback reaches the kept ones).
+    #: Index versions kept in the object store after a reindex; older ones are removed (rollback reaches the kept ones).
     keep_versions: int = 3
     #: A reindex fits the topic model and lays out the map on a random sample of this many items (then
     #: transforms all of them): the cost of a reindex past this size grows only with the transform.

@@ -82,7 +82,9 @@ class VersionStore:
                       and k.count("/") == 1)
 
     def manifest(self, version: int) -> dict[str, Any]:
-        return json.loads((self.path(version) / MANIFEST).read_text())
+        """The version's manifest: from this host's copy, else read alone from the store (nothing downloaded)."""
+        local = self.root / f"{version:06d}" / MANIFEST
+        return json.loads(local.read_text() if local.is_file() else self.objects.get(f"{self.key(version)}/{MANIFEST}"))
 
     def topics(self, version: int) -> list[dict[str, Any]]:
         return json.loads((self.path(version) / TOPICS).read_text())
