@@ -106,7 +106,8 @@ def test_a_replica_with_an_empty_disk_serves_search_topics_and_the_map(
     assert search.status_code == 200, search.get_data(as_text=True)  # before: 500 (no topic model here)
     assert search.get_json()["items"][0]["id"] == first["id"]
     fetched = heads_dir(replica.data_dir) / "groups"  # the head and its export came from S3, for the tagger
-    assert sorted(p.name for p in fetched.iterdir()) == sorted(p.name for p in (heads_dir(writer.data_dir) / "groups").iterdir())
+    published = heads_dir(writer.data_dir) / "groups"
+    assert sorted(p.name for p in fetched.iterdir()) == sorted(p.name for p in published.iterdir())
 
 
 def test_an_uploaded_photo_is_indexed_by_a_worker_on_another_host(
@@ -122,7 +123,8 @@ def test_an_uploaded_photo_is_indexed_by_a_worker_on_another_host(
                      content_type="multipart/form-data")
     assert put.status_code == 202, put.get_data(as_text=True)
     image = store.items.get("up-1").image
-    assert image == f"{writer.store_url}/uploads/up-1.jpg" and ObjectStore(writer.store_url).get("uploads/up-1.jpg") == photo
+    assert image == f"{writer.store_url}/uploads/up-1.jpg"
+    assert ObjectStore(writer.store_url).get("uploads/up-1.jpg") == photo and not (api.data_dir / "uploads").exists()
     store.items.put(Item(id="gone", title="gone", image=f"{writer.store_url}/uploads/gone.jpg"))
     store.queue.enqueue("gone")
 
