@@ -18,7 +18,7 @@ import numpy as np
 from indexer.projection import Projector, build_map, save_projectors
 from recommender.catalog_map import CatalogMap
 from recommender.index import TopicIndex
-from recommender.model.exported import heads_dir
+from recommender.model.exported import fetch_heads
 from recommender.model.identity import TopicChanges
 from recommender.model.topics import DEFAULT_REPRESENTATION, TopicModel, load_model
 from recommender.model.vocabulary import display_names
@@ -64,7 +64,7 @@ def new_topic_model(settings: Settings, store: Store) -> TopicModel:
     naming custom heads' labels as their ``names.json`` says."""
     representation = store.versions.representation() or DEFAULT_REPRESENTATION
     return TopicModel(n_topics=settings.n_topics, representation=representation,
-                      display=display_names(heads_dir(settings.data_dir)))
+                      display=display_names(fetch_heads(settings)))
 
 
 def carry_identity(settings: Settings, store: Store, model: TopicModel) -> TopicChanges:
@@ -102,7 +102,7 @@ def lay_out(
     items = store.items.get_many(ids)
     return build_map(
         ids, nums, [i.title if i else "" for i in items], [bool(i and i.image) for i in items],
-        tags, features, vectors, settings.n_topics, display_names(heads_dir(settings.data_dir)),
+        tags, features, vectors, settings.n_topics, display_names(fetch_heads(settings)),
     )
 
 
@@ -122,8 +122,8 @@ def version_summaries(
 
 
 def next_version(settings: Settings, store: Store) -> int:
-    """One more than any version Redis or the data directory knows (rolled-back ones included)."""
-    return max([store.versions.current(), *VersionStore(settings.data_dir).versions()]) + 1
+    """One more than any version Redis or the object store knows (rolled-back ones included)."""
+    return max([store.versions.current(), *VersionStore.for_settings(settings).versions()]) + 1
 
 
 def write_version(
@@ -131,12 +131,12 @@ def write_version(
     layout: tuple[CatalogMap, list[Projector]], changes_from: str, build_seconds: float,
     tags: Mapping[str, list[tuple[str, float]]] | None = None, **manifest: object,
 ) -> None:
-    """Write version ``version``'s directory, and its topic model into Redis for workers elsewhere.
+    """Write version ``version`` to the object store, and its topic model into Redis.
 
     ``changes_from`` is the changes stream's position when the build read the catalog: an API
     loading this version replays the changes after it. ``tags``: items' tags Redis does not hold yet.
     """
-    files = VersionStore(settings.data_dir)
+    files = VersionStore.for_settings(settings)
     manifest = {
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "build_seconds": round(build_seconds, 1),
         "items": len(index), "topics": model.n_topics, "representation": model.representation,

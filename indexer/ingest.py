@@ -10,7 +10,6 @@ instead leaves the tagging to `vistas worker` processes.
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from recommender.photos import ImageError
 from recommender.settings import Settings
 from recommender.store import Store
 from recommender.store.queue import Settled
+from recommender.versions import VersionStore
 
 log = logging.getLogger(__name__)
 
@@ -122,4 +122,4 @@ def forget_everything(settings: Settings, store: Store) -> None:
     """Delete every item, stream and version of this key prefix and data directory (`ingest --reset`)."""
     store.clear()
     for folder in ("versions", "user-models"):
-        shutil.rmtree(settings.data_dir / folder, ignore_errors=True)
+        VersionStore.for_settings(settings, folder).delete_all()

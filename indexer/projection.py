@@ -228,7 +228,7 @@ def place_items(
     """Put items indexed after ``version`` was built on its map; the rows go to Redis, the map file stays."""
     if not ids:
         return
-    path = VersionStore(settings.data_dir).path(version) / MAP_MODEL
+    path = VersionStore.for_settings(settings).path(version) / MAP_MODEL
     if not path.is_file():
         log.info("index version %d has no map; new items appear on it after the next reindex", version)
         return

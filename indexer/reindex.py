@@ -25,13 +25,11 @@ from __future__ import annotations
 
 import logging
 import random
-import shutil
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
@@ -43,6 +41,7 @@ from recommender.model.identity import TopicChanges
 from recommender.model.tagger import Tagger
 from recommender.model.topics import TopicModel, load_model
 from recommender.model.vocabulary import merge_tags
+from recommender.objects import NOT_STORED, fetched
 from recommender.photos import ImageError
 from recommender.settings import Settings
 from recommender.store import Store
@@ -103,7 +102,7 @@ class Reindex:
         self.store = store
         self.tagger = tagger
         self.progress = progress
-        self.files = VersionStore(settings.data_dir)
+        self.files = VersionStore.for_settings(settings)
         self.job = uuid.uuid4().hex[:12]
         self.report = ReindexReport()
         self.changes_from = "0-0"
@@ -228,7 +227,7 @@ class Reindex:
         versions = self.files.versions()
         for version in versions[:-self.settings.keep_versions] if self.settings.keep_versions > 0 else versions:
             if version != current:
-                shutil.rmtree(self.files.path(version), ignore_errors=True)
+                self.files.delete(version)
                 self.store.versions.drop_model(version)
                 log.info("reindex %s: removed index version %d (keeping %d)", self.job, version,
                          self.settings.keep_versions)
@@ -277,7 +276,8 @@ class Reindex:
                 outcomes = [Outcome(Op.RETAG, r["id"], r["num"], merge_tags([], r["given_tags"]), job=self.job)
                             for r in rows if not r["image"]]
                 photos = {r["id"]: r for r in rows if r["image"]}
-                for item_id, result in tagger.tag((i, Path(r["image"])) for i, r in photos.items()):
+                missing: list[str] = []
+                for item_id, result in tagger.tag(fetched(((i, r["image"]) for i, r in photos.items()), missing)):
                     row = photos[item_id]
                     if isinstance(result, ImageError):
                         outcomes.append(Outcome(Op.FAIL, item_id, row["num"], reason=str(result), job=self.job))
@@ -285,6 +285,7 @@ class Reindex:
                         tags = merge_tags(result.labels, row["given_tags"])
                         outcomes.append(Outcome(Op.RETAG, item_id, row["num"], tags, features=result.features,
                                                 job=self.job))
+                outcomes += [Outcome(Op.FAIL, i, photos[i]["num"], reason=NOT_STORED, job=self.job) for i in missing]
                 self.store.queue.settle(outcomes)
                 bar.update(len(candidates[start:start + CHUNK]))
                 self._renew_lock()

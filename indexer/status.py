@@ -35,22 +35,23 @@ def report(settings: Settings, store: Store) -> str:
 
 
 def _version(settings: Settings, store: Store) -> list[str]:
-    files = VersionStore(settings.data_dir)
+    files = VersionStore.for_settings(settings)
     current = store.versions.current()
     kept = ", ".join(map(str, files.versions())) or "none"
     if not current:
-        return [f"index      no version yet (kept on disk: {kept})"]
+        return [f"index      no version yet (kept in the store: {kept})"]
     if not files.exists(current):
-        return [f"index      version {current}, not under {files.root} (kept on disk: {kept})"]
+        where = files.objects.url_of(files.folder)
+        return [f"index      version {current}, not in {where} (kept in the store: {kept})"]
     m = files.manifest(current)
     built = f", built in {m['build_seconds']}s" if "build_seconds" in m else ""
     return [(f"index      version {current}: {m.get('items', 0):,} items, {m.get('topics')} topics, "
-             f"created {m.get('created_at')}{built} (kept on disk: {kept})")]
+             f"created {m.get('created_at')}{built} (kept in the store: {kept})")]
 
 
 def _users(settings: Settings, store: Store) -> list[str]:
     """The served user model and the weights it was trained with."""
-    files = VersionStore(settings.data_dir, FOLDER)
+    files = VersionStore.for_settings(settings, FOLDER)
     current = store.users.model_version()
     tuning = store.users.tuning()
     chosen = ("weights chosen by `vistas eval --users`" if tuning and tuning["chosen"]

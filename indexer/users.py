@@ -6,14 +6,13 @@ indexes are the numbers the live index serves, so an API process needs no mappin
 reaches the model: a user forgotten by ``DELETE /v1/users/{uid}`` is gone from the next training's inputs.
 
 ``train_users`` fits :class:`recommender.users.hybrid.HybridModel` with what ``eval --users`` recorded
-(or the defaults), writes it as a new user-model version under ``DATA_DIR/user-models``, flips the
+(or the defaults), writes it as a new user-model version under ``user-models/`` in the object store, flips the
 pointer in Redis and keeps the newest ``keep_versions``; API processes swap it in between requests.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from array import array
 from collections.abc import Callable, Mapping
@@ -50,7 +49,7 @@ class CatalogEvents:
 
 def served_items(store: Store, settings: Settings) -> LiveIndex:
     """The current index version, caught up with the changes stream (as an API process serves it)."""
-    live = LiveIndex(store, VersionStore(settings.data_dir))
+    live = LiveIndex(store, VersionStore.for_settings(settings))
     live.sync()
     if not live.ready:
         raise RuntimeError("no index version is current: ingest a catalog first")
@@ -133,7 +132,7 @@ def train_users(settings: Settings, store: Store, clock: Callable[[], float] = t
     with threadpool_limits(1, "blas"):  # implicit's ALS runs its own threads over a single-threaded BLAS
         model.fit(data.events, data.vectors, data.windows, now=clock(), n_users=data.n_users)
     phases["fit"] = model.fit_seconds
-    files = VersionStore(settings.data_dir, FOLDER)
+    files = VersionStore.for_settings(settings, FOLDER)
     version = max([*files.versions(), store.users.model_version()]) + 1
     t = time.monotonic()
     manifest = {"index_version": data.index_version, "activity_from": data.activity_from, "users": data.n_users,
@@ -156,7 +155,7 @@ def prune(files: VersionStore, store: Store, keep: int) -> None:
     versions = files.versions()
     for version in versions[:-keep] if keep > 0 else versions:
         if version != current:
-            shutil.rmtree(files.path(version), ignore_errors=True)
+            files.delete(version)
             log.info("removed user model %d (keeping %d)", version, keep)
 
 

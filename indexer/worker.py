@@ -35,7 +35,6 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import redis
@@ -43,6 +42,7 @@ import redis
 from indexer.vectors import CurrentModel, NoVersionYet, Tagged, index_tagged, place_on_map
 from recommender.model.tagger import Tagger, Tagging
 from recommender.model.vocabulary import merge_tags
+from recommender.objects import NOT_STORED, fetched
 from recommender.photos import CROP_SIZE, ImageError
 from recommender.settings import Settings
 from recommender.store import Store
@@ -304,8 +304,12 @@ class Worker:
         for group in groups:
             by_key = {m.id: (m, item) for m, item in group}
             try:
+                missing: list[str] = []
                 results: list[tuple[str, Tagging | ImageError]] = list(
-                    self.tagger.tag((m.id, Path(item.image)) for m, item in group))
+                    self.tagger.tag(fetched(((m.id, item.image) for m, item in group), missing)))
+                for key in missing:
+                    m, item = by_key[key]
+                    fails.append(Outcome(Op.FAIL, item.id, item.num, reason=NOT_STORED, message=m))
             except Exception as exc:  # noqa: BLE001 - kept pending, retried alone, dead-lettered if it persists
                 self._note_error([item for _, item in group], f"tagging failed: {exc!r}")
                 continue

@@ -23,8 +23,11 @@ class Settings:
 
     #: Redis connection; None means "not configured" (the demo then starts an embedded server).
     redis_url: str | None = None
-    #: Index versions, thumbnails and the embedded Redis live here.
+    #: Index versions, thumbnails and the embedded Redis live here (with a remote store: local copies of its files).
     data_dir: Path = Path(".vistas")
+    #: Where versions, user models, heads and uploaded photos live for every host (recommender.objects):
+    #: a local folder or ``s3://bucket/prefix``; None means the data directory itself.
+    store_url: str | None = None
     #: Every Redis key starts with this, so catalogs and test runs can share one server.
     key_prefix: str = "vistas"
     #: Number of NMF topics (fewer when the catalog has fewer items).
@@ -69,7 +72,7 @@ class Settings:
     claim_idle_s: float = 30.0
     #: A photo whose indexing failed (or killed its worker) this many times goes to the dead letters.
     max_attempts: int = 5
-    #: Index versions kept on disk after a reindex; older ones are removed (rollback reaches the kept ones).
+    #: Index versions kept in the object store after a reindex; older ones are removed (rollback reaches the kept ones).
     keep_versions: int = 3
     #: A reindex fits the topic model and lays out the map on a random sample of this many items (then
     #: transforms all of them): the cost of a reindex past this size grows only with the transform.
@@ -118,6 +121,7 @@ def _key_list(raw: str) -> tuple[str, ...]:
 _ENV: dict[str, tuple[str, Any]] = {
     "redis_url": ("REDIS_URL", str),
     "data_dir": ("VISTAS_DATA_DIR", Path),
+    "store_url": ("VISTAS_STORE_URL", str),
     "key_prefix": ("VISTAS_KEY_PREFIX", str),
     "n_topics": ("VISTAS_TOPICS", int),
     "batch_size": ("VISTAS_BATCH_SIZE", int),

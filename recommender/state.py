@@ -43,9 +43,9 @@ class State:
 def init_app(app: Flask, settings: Settings, clock: Callable[[], float] = time.time) -> State:
     """Give ``app`` its process's State (the store, the live index and user model, the map cache); :func:`state`
     returns it inside that app's requests."""
-    files = VersionStore(settings.data_dir)
+    files = VersionStore.for_settings(settings)
     store = Store.from_url(settings.redis_url_or_default, settings.key_prefix)
-    users = LiveUsers(store, VersionStore(settings.data_dir, FOLDER))
+    users = LiveUsers(store, VersionStore.for_settings(settings, FOLDER))
     app.extensions[EXTENSION] = State(settings, store, LiveIndex(store, files), MapCache(files), users, clock)
     return app.extensions[EXTENSION]
 

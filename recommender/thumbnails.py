@@ -15,6 +15,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from recommender.objects import fetched, stamp
 from recommender.photos import ImageError, load_image
 from recommender.settings import Settings
 
@@ -29,10 +30,10 @@ class ThumbnailError(Exception):
 def thumbnail(settings: Settings, photo: str) -> tuple[Path, str]:
     """The cached thumbnail of ``photo`` (made now if needed) and its ETag."""
     try:
-        stat = os.stat(photo)
+        size, changed = stamp(photo)
     except OSError as exc:
-        raise ThumbnailError(f"the photo cannot be read ({exc.strerror})") from None
-    tag = hashlib.sha1(f"{photo}\0{stat.st_size}\0{stat.st_mtime_ns}\0{SIZE}".encode()).hexdigest()[:24]
+        raise ThumbnailError(f"the photo cannot be read ({exc.strerror or exc})") from None
+    tag = hashlib.sha1(f"{photo}\0{size}\0{changed}\0{SIZE}".encode()).hexdigest()[:24]
     path = settings.data_dir / "thumbnails" / tag[:2] / f"{tag}.jpg"
     if not path.is_file():
         _write(_make(photo, settings.max_image_pixels, settings.max_image_bytes), path)
@@ -40,8 +41,13 @@ def thumbnail(settings: Settings, photo: str) -> tuple[Path, str]:
 
 
 def _make(photo: str, max_pixels: int, max_bytes: int) -> Image.Image:
+    missing: list[int] = []
     try:
-        image = load_image(Path(photo), max_pixels, max_bytes, min_side=SIZE)
+        (_, source), = fetched([(0, photo)], missing)  # an upload's size was checked when it was stored
+    except ValueError:  # nothing fetched: the object is gone
+        raise ThumbnailError("the photo cannot be read (the object store has no such upload)") from None
+    try:
+        image = load_image(source, max_pixels, max_bytes, min_side=SIZE)
     except ImageError as exc:
         raise ThumbnailError(str(exc)) from None
     image.thumbnail((SIZE, SIZE), Image.Resampling.LANCZOS)

@@ -22,7 +22,7 @@ def _invalid(message: str) -> ApiError:
     return ApiError(422, "invalid_item", message)
 
 
-def item_from_body(item_id: str, body: Any, image_root: Path | None, photo_saved: Path | None = None) -> Item:
+def item_from_body(item_id: str, body: Any, image_root: Path | None, photo_saved: str | None = None) -> Item:
     """An Item from a client's JSON object, or a 422 naming the first bad field."""
     if not isinstance(body, dict):
         raise _invalid("the body must be a JSON object")

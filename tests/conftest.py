@@ -68,6 +68,26 @@ def _settings(server: EmbeddedRedis, data_dir: Path) -> Settings:
     return Settings(redis_url=server.url, data_dir=data_dir, key_prefix=f"test-{uuid.uuid4().hex[:8]}")
 
 
+@pytest.fixture(scope="session")
+def s3_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A real S3 server (SeaweedFS, loopback only) for the session; its endpoint and credentials are put in the
+    environment, where s3fs (and every process a test starts) finds them, as a deployment sets them."""
+    from tests.s3 import weed_mini
+
+    with weed_mini(tmp_path_factory.mktemp("s3")) as env, pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        yield env
+
+
+@pytest.fixture
+def s3_url(s3_env: dict[str, str]) -> str:
+    """A fresh VISTAS_STORE_URL in the test server's bucket."""
+    from tests.s3 import BUCKET
+
+    return f"s3://{BUCKET}/{uuid.uuid4().hex[:10]}"
+
+
 @pytest.fixture
 def settings(redis_server: EmbeddedRedis, tmp_path: Path) -> Iterator[Settings]:
     s = _settings(redis_server, tmp_path / "data")

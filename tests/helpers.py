@@ -26,8 +26,12 @@ VISTAS = [sys.executable, "-m", "indexer.cli"]
 
 
 def env_for(settings: Settings) -> dict[str, str]:
-    return {**os.environ, "REDIS_URL": settings.redis_url_or_default, "VISTAS_DATA_DIR": str(settings.data_dir),
-            "VISTAS_KEY_PREFIX": settings.key_prefix, "VISTAS_DEVICE": "cpu"}
+    env = {**os.environ, "REDIS_URL": settings.redis_url_or_default, "VISTAS_DATA_DIR": str(settings.data_dir),
+           "VISTAS_KEY_PREFIX": settings.key_prefix, "VISTAS_DEVICE": "cpu"}
+    for var, value in (("VISTAS_STORE_URL", settings.store_url), ("VISTAS_RUNTIME_DIR", settings.runtime_dir)):
+        if value is not None:
+            env[var] = str(value)
+    return env
 
 
 def free_port() -> int:

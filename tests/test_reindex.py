@@ -223,7 +223,7 @@ def test_status_and_reindex_on_the_command_line(settings: Settings, store: Store
     store.items.put(Item(id="queued-one", given_tags=["beach"]))
     store.queue.enqueue("queued-one")
     out = subprocess.run([*VISTAS, "status"], capture_output=True, text=True, env=env, check=True).stdout
-    assert "index      version 2: 32 items" in out and "(kept on disk: 1, 2)" in out
+    assert "index      version 2: 32 items" in out and "(kept in the store: 1, 2)" in out
     assert "ingest: 1 waiting, 0 being indexed" in out and "0 dead letters" in out
     assert "workers    0 running" in out and "made version 2 (32 items" in out
     assert np.isfinite(float(out.split("built in ")[1].split("s")[0]))

@@ -12,7 +12,7 @@ from indexer.cli import ingest
 from indexer.cli.common import open_store
 from indexer.embedded_redis import EmbeddedRedis
 from indexer.manifest import read_catalog
-from recommender.model.exported import heads_dir, missing_exports
+from recommender.model.exported import heads_dir, missing_exports, publish_heads
 from recommender.server import GunicornServer
 from recommender.settings import Settings
 
@@ -70,4 +70,5 @@ def _install_demo_heads(settings: Settings) -> None:
         if not target.exists():
             shutil.copytree(shipped, target)
             click.echo(f"installed the demo's custom head {shipped.name!r} (its labels join the tags)")
+    publish_heads(settings)
 

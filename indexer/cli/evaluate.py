@@ -11,7 +11,7 @@ import click
 from indexer.cli.common import open_store
 from indexer.evaluation import evaluate_store
 from indexer.users import tune_users
-from recommender.model.exported import heads_dir
+from recommender.model.exported import fetch_heads
 from recommender.model.vocabulary import display_names
 from recommender.settings import Settings
 
@@ -54,7 +54,7 @@ def command(settings: Settings, json_path: Path | None, users: bool, quick: bool
         return
     if quick:
         raise click.UsageError("--quick goes with --users")
-    scores = evaluate_store(store, settings.n_topics, display_names(heads_dir(settings.data_dir)))
+    scores = evaluate_store(store, settings.n_topics, display_names(fetch_heads(settings)))
     if scores is None:
         raise click.ClickException("the catalog has fewer than 3 indexed items: ingest one first")
     store.versions.set_representation(scores.best)

@@ -12,7 +12,7 @@ from indexer.cli.common import open_store
 from indexer.datasets import labelled_features, read_labelled
 from indexer.heads import train_head
 from indexer.manifest import ManifestError
-from recommender.model.exported import heads_dir
+from recommender.model.exported import heads_dir, publish_heads
 from recommender.model.onnx_export import export_head
 from recommender.model.vocabulary import DISPLAY_NAMES_FILE, default_display_names
 from recommender.settings import Settings
@@ -54,6 +54,7 @@ def command(settings: Settings, dataset: Path, name: str, label_column: str, see
     if not names.exists():  # retraining keeps the names someone edited
         names.write_text(json.dumps(default_display_names(head.labels), indent=1))
     export_head(directory)  # for the CPU runtimes and the API
+    publish_heads(settings)
     click.echo(
         f"head {name}: {report.labels} labels, {report.train_size} training / {report.heldout_size} held-out photos\n"
         f"  held-out accuracy       {report.heldout_accuracy:.3f}   (top-5 {report.heldout_top5_accuracy:.3f})\n"

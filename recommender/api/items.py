@@ -13,6 +13,7 @@ from recommender import photos
 from recommender.api.params import filters_arg, float_arg, int_arg, item_id_arg
 from recommender.auth import require
 from recommender.errors import ApiError, photo_error
+from recommender.objects import UPLOADS, ObjectStore
 from recommender.state import recommender, state
 from recommender.store.items import Item, Status
 from recommender.thumbnails import ThumbnailError, thumbnail
@@ -152,16 +153,14 @@ def _check_photo(source: Path | bytes) -> photos.Probe:
         raise photo_error(exc) from None
 
 
-def _save_photo(item_id: str, data: bytes) -> Path:
-    """Check an uploaded photo and keep it under the data directory."""
+def _save_photo(item_id: str, data: bytes) -> str:
+    """Check an uploaded photo and keep it in the object store (``uploads/``), where every worker reads it;
+    what names it there (a path on a local store, a URL on S3) becomes the item's image."""
     found = _check_photo(data)
-    folder = state().settings.data_dir / "uploads"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = (folder / f"{item_id}{found.suffix}").resolve()
-    tmp = path.with_suffix(path.suffix + ".part")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-    return path
+    objects = ObjectStore.for_settings(state().settings)
+    key = f"{UPLOADS}/{item_id}{found.suffix}"
+    objects.put(key, data)
+    return objects.url_of(key)
 
 
 @bp.delete("/<item_id>")

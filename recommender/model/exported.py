@@ -8,6 +8,11 @@ and an unchanged file is never exported twice. The backbone's export lives in
 bakes it in), a head's beside the head (``DATA_DIR/heads/NAME/``), so it
 travels with the head. The indexer (ingest, worker, reindex, demo, train-head,
 `vistas export`) writes them; API processes only read them.
+
+Heads live in the object store (``heads/NAME/``, :mod:`recommender.objects`) for every host: whoever
+saves or exports one publishes it (:func:`publish_heads`, ``head.pt`` last), and a process about to
+use them brings its local copy up to date first (:func:`fetch_heads`). With the default store (the
+data directory itself) both do nothing.
 """
 
 from __future__ import annotations
@@ -15,9 +20,12 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from recommender.objects import ObjectStore
 from recommender.settings import Settings
 
 HEAD_FILE, LABELS_FILE, REPORT_FILE = "head.pt", "labels.json", "report.json"
+#: The heads' folder, in the data directory and in the object store.
+HEADS = "heads"
 
 
 class MissingExport(RuntimeError):
@@ -29,7 +37,23 @@ def runtime_dir(settings: Settings) -> Path:
 
 
 def heads_dir(data_dir: Path) -> Path:
-    return Path(data_dir) / "heads"
+    return Path(data_dir) / HEADS
+
+
+def fetch_heads(settings: Settings) -> Path:
+    """This host's heads folder, first brought up to date with the object store's."""
+    objects, local = ObjectStore.for_settings(settings), heads_dir(settings.data_dir)
+    if not objects.holds(settings.data_dir):
+        objects.mirror(HEADS, local, last=HEAD_FILE)
+    return local
+
+
+def publish_heads(settings: Settings) -> None:
+    """Upload every saved head (with its exports and names) to the object store, for processes on other hosts."""
+    objects = ObjectStore.for_settings(settings)
+    if not objects.holds(settings.data_dir):
+        for head in saved_heads(settings.data_dir):
+            objects.upload(head, f"{HEADS}/{head.name}", last=HEAD_FILE)
 
 
 def saved_heads(data_dir: Path) -> list[Path]:

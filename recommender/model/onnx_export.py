@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from recommender.model.backbone import Backbone, load_backbone
-from recommender.model.exported import backbone_export, head_export, saved_heads
+from recommender.model.exported import backbone_export, head_export, publish_heads, saved_heads
 from recommender.model.heads import Head
 from recommender.photos import CROP_SIZE
 from recommender.settings import Settings
@@ -53,6 +53,7 @@ def export_all(settings: Settings) -> list[Path]:
     """The backbone's and every saved head's exports, made where missing."""
     paths = [export_backbone(settings)]
     paths += [export_head(directory) for directory in saved_heads(settings.data_dir)]
+    publish_heads(settings)
     return paths
 
 

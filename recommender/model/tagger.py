@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 
-from recommender.model.exported import missing_exports
+from recommender.model.exported import fetch_heads, missing_exports
 from recommender.model.prefetch import prefetch_crops
 from recommender.model.runtime import CompiledBackbone, choose_runtime, compiled_heads, thread_split
 from recommender.model.vocabulary import imagenet_labels
@@ -65,6 +65,8 @@ class Tagger:
         self.labels: tuple[str, ...] = imagenet_labels()
         self.engine: TorchBackbone | CompiledBackbone
         self.heads: list[LabelSource] = []
+        if with_heads:
+            fetch_heads(settings)
         if self.runtime == "torch":
             from recommender.model.backbone import TorchBackbone
             from recommender.model.heads import load_heads

@@ -274,14 +274,15 @@ class TopicModel:
 
 
 def load_model(settings: Settings, version: int, store: Store | None = None) -> TopicModel:
-    """The topic model of a version: from its directory, else from Redis (a worker on another machine)."""
-    files = VersionStore(settings.data_dir)
+    """The topic model of a version: from its folder (fetched from the object store when this host has no copy),
+    else from the copy in Redis."""
+    files = VersionStore.for_settings(settings)
     if files.exists(version):
         return TopicModel.load(files.path(version) / MODEL)
     data = store.versions.model_bytes(version) if store is not None else None
     if data is None:
         raise FileNotFoundError(
-            f"Redis says index version {version} is current, but {files.path(version)} does not exist: "
-            "point VISTAS_DATA_DIR at the directory the index was built in, or start over with --reset"
+            f"Redis says index version {version} is current, but {files.objects.url_of(files.key(version))} does not "
+            "exist: point VISTAS_STORE_URL at the store the index was built in, or start over with --reset"
         )
     return TopicModel.loads(data)

@@ -23,7 +23,8 @@ Keys (``P`` is the configured key prefix):
 * ``P:popularity``    sorted set item id -> summed event weight (cold-start recommendations)
 * ``P:activity``      stream of ``{item, type, ts}``, every user's events without the user, capped: what API
   processes fold into a trained user model's trending and popularity (``HybridModel.observe``)
-* ``P:users:model``   the user-model version the API should serve (an integer; files under ``DATA_DIR/user-models``)
+* ``P:users:model``   the user-model version the API should serve (an integer; its files under ``user-models/`` in
+  the object store, ``VISTAS_STORE_URL``)
 * ``P:users:tuning``  JSON ``{config, weights, chosen, validation, ...}`` recorded by ``vistas eval --users``,
   what ``vistas train-users`` fits with
 * ``P:map:<version>`` hash id -> float32 map row of an item placed on version's map after it was built

@@ -27,7 +27,7 @@ from recommender.versions import VersionStore
 
 log = logging.getLogger(__name__)
 MODEL_FILE = "model.joblib"
-#: The user-model versions live beside the index versions, under ``DATA_DIR/user-models``.
+#: The user-model versions live beside the index versions, under ``user-models/`` in the object store.
 FOLDER = "user-models"
 #: How often a process looks at the pointer and the activity stream (seconds).
 CHECK_S = 1.0
