@@ -150,7 +150,7 @@ def measure(size: int, args: argparse.Namespace, work: Path) -> dict[str, float]
             stop(server)
     latencies = sorted(x for _, lat in rounds["similar"] for x in lat)
     figures = {
-        "start-up s": statistics.median(starts), "version load s": statistics.median(loads),
+        "start-up s": statistics.median(starts), "version load ms": statistics.median(loads) * 1000,
         "first worker RSS MB": workers[0]["rss"], "extra worker USS MB": workers[-1]["uss"],
         "extra worker PSS MB": workers[-1]["pss"],
         "similar req/s": statistics.median(t for t, _ in rounds["similar"]),

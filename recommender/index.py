@@ -163,8 +163,10 @@ class TopicIndex:
             efSearch=int(max(EF_SEARCH, 2 * k) / share),
         )
         _, found = self.graph.search(q.reshape(1, -1), k + GRAPH_EXTRA_HITS, params=params)
-        changed = self.changed[self.changed < len(eligible)]
-        nums = np.union1d(found[0][found[0] >= 0], changed[eligible[changed]])  # sorted, each num once
+        nums = found[0][found[0] >= 0]  # distinct: one node per item
+        if len(self.changed):
+            changed = self.changed[self.changed < len(eligible)]
+            nums = np.union1d(nums, changed[eligible[changed]])  # sorted, each num once
         return self._ranked(nums, self.vectors[nums] @ q, k)
 
     @staticmethod

@@ -77,8 +77,9 @@ class Recommender(UserVerbs):
         and what ``reasons`` adds.
         """
         index = self.index
-        hits = [h for h in hits if h.num in index.ids]
-        items = self.live.summaries([index.ids[h.num] for h in hits])
+        found = [(h, index.ids.get(h.num)) for h in hits]
+        hits = [h for h, item_id in found if item_id is not None]
+        items = self.live.summaries([item_id for _, item_id in found if item_id is not None])
         kept = [(hit, item) for hit, item in zip(hits, items) if item is not None and item.status != Status.DELETED][:k]
         vectors = index.vectors[[hit.num for hit, _ in kept]]
         topics = shared_topics(topics_of, vectors, self.live.topics) if topics_of is not None else [[] for _ in kept]
