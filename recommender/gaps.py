@@ -17,16 +17,20 @@ GAPS = Counter("vistas_changes_gaps_total", "Versions reloaded because changes t
 
 
 def gap_found(version: int, after: str) -> bool:
-    """Count and log a gap after stream entry ``after`` in index ``version``; True, to mark the version."""
-    GAPS.inc()
+    """Log a gap after stream entry ``after`` in served index ``version``; True, to mark the version for a reload."""
     log.warning("changes after %s were trimmed from the stream before index version %d applied them: "
-                "reloading the version with Redis's current items", after, version)
+                "reloading the version", after, version)
     return True
 
 
-def current_items(items: Items, served: Iterable[int]) -> Iterator[list[tuple[int, Item | None]]]:
+def current_items(items: Items, served: Iterable[int], version: int, after: str
+                  ) -> Iterator[list[tuple[int, Item | None]]]:
     """Pages of (num, item) for every item Redis lists (SSCAN pages), then (num, None) for each of the
-    ``served`` nums it no longer lists (deleted meanwhile)."""
+    ``served`` nums it no longer lists (deleted meanwhile): what loading ``version`` reads instead of
+    the changes after ``after``, trimmed away. Counted in ``vistas_changes_gaps_total``."""
+    GAPS.inc()
+    log.warning("loading index version %d: the changes after %s were trimmed from the stream; reading every "
+                "item's current state from Redis instead", version, after)
     started, stale, count = time.monotonic(), set(served), 0
     for page in items.pages():
         stale.difference_update(item.num for item in page)

@@ -312,10 +312,10 @@ class LiveIndex:
         served = Served(version, index, self.files.topics(version), eligibility, manifest.get("changes_from", "0-0"),
                         summaries)
         if not self.store.changes.kept_after(served.last_change):  # changes it needs were trimmed away
-            gap_found(version, served.last_change)
-            served.last_change = self.store.changes.position()  # before reading the items: nothing is missed
+            pages = current_items(self.store.items, index.ids, version, served.last_change)
+            served.last_change = self.store.changes.position()  # before the items are read: nothing is missed
             served.summaries.clear()  # read again per request, like items past the cache's cap
-            for page in current_items(self.store.items, index.ids):
+            for page in pages:
                 self._apply_items(served, page)
         self._apply_changes(served)
         log.info("loaded index version %d (%d items) in %.2fs", version, len(index), time.monotonic() - started)

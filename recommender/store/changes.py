@@ -43,12 +43,13 @@ class Batch(NamedTuple):
 
 
 class StreamInfo(NamedTuple):
-    """What ``vistas status`` shows of the stream: length, first and last entry, the newest trimmed one."""
+    """The stream's length, its oldest kept entry and the newest ever added (trimmed or not), and how many
+    were ever added (None before Redis 7)."""
 
     length: int
     first: str
     last: str
-    max_deleted: str | None  # None before Redis 7
+    added: int | None
 
 
 class ChangeStream(Part):
@@ -79,10 +80,8 @@ class ChangeStream(Part):
 
     def position(self) -> str:
         """The id of the newest entry ever added (trimmed or not): reading after it misses nothing now."""
-        try:
-            return self.r.xinfo_stream(self.keys.changes)["last-generated-id"].decode()
-        except redis.ResponseError:  # no stream yet
-            return "0-0"
+        info = self.info()
+        return info.last if info else "0-0"
 
     def info(self) -> StreamInfo | None:
         """The stream's length and ends, None when there is no stream yet."""
@@ -90,18 +89,25 @@ class ChangeStream(Part):
             info = self.r.xinfo_stream(self.keys.changes)
         except redis.ResponseError:
             return None
-        first, last, trimmed = info.get("first-entry"), info.get("last-entry"), info.get("max-deleted-entry-id")
-        return StreamInfo(int(info["length"]), first[0].decode() if first else "0-0",
-                          last[0].decode() if last else "0-0", trimmed.decode() if trimmed is not None else None)
+        last, first = info["last-generated-id"].decode(), info.get("first-entry")
+        added = info.get("entries-added")
+        return StreamInfo(int(info["length"]), first[0].decode() if first else last, last,
+                          int(added) if added is not None else None)
 
     def kept_after(self, after: str) -> bool:
-        """Whether the (capped) changes stream still holds every entry after ``after``."""
+        """Whether the (capped) changes stream still holds every entry after ``after``.
+
+        Trimming takes the oldest entries, so it holds them when its oldest entry is not newer than
+        ``after``, when nothing was added after ``after``, or (Redis 7) when nothing was ever trimmed;
+        otherwise the entries right after ``after`` may be gone, and the answer is no. (Redis 7.0's
+        ``max-deleted-entry-id`` would be exact, but only XDEL moves it, not trimming.)
+        """
         info = self.info()
-        if info is None:
+        if info is None or stream_id(info.last) <= stream_id(after):
             return True
-        if info.max_deleted is not None:  # Redis 7
-            return stream_id(info.max_deleted) <= stream_id(after)
-        return not info.length or stream_id(info.first) <= stream_id(after)
+        if info.length and stream_id(info.first) <= stream_id(after):
+            return True
+        return info.added is not None and info.added == info.length
 
     def after(self, after: str, count: int = CHANGES_PAGE) -> Changes:
         return decode_changes(self.r.xrange(self.keys.changes, min=f"({after}", count=count))
