@@ -20,12 +20,13 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from recommender.gaps import current_items, gap_found
 from recommender.named_topics import TopicNames
 from recommender.ranking import Eligibility, Filters
 from recommender.store import Store
-from recommender.store.changes import CHANGES_PAGE, Change, Changes
+from recommender.store.changes import CHANGES_PAGE, Batch, Change
 from recommender.store.feed import ChangeFeed
-from recommender.store.items import Status, Summary
+from recommender.store.items import Item, Status, Summary
 from recommender.versions import FAISS_INDEX, IDS, VersionStore
 
 log = logging.getLogger(__name__)
@@ -194,6 +195,7 @@ class Served:
     eligibility: Eligibility
     last_change: str  # the changes stream entry applied last
     summaries: dict[str, Summary] = field(default_factory=dict)  # kept exact by the changes stream
+    gapped: bool = False  # changes it needed were trimmed from the stream: a reload from Redis replaces it
 
 
 class LiveIndex:
@@ -251,13 +253,14 @@ class LiveIndex:
                 log.info("now serving index version %d (was %d)", self.version, old)
                 self.feed.expect_change()  # the new version caught up when it was loaded, not since
             if self._served is None:
-                current, changes = self.store.versions.current(), []
+                current, batch = self.store.versions.current(), Batch([], False)
             else:
                 polled = self.feed.poll(self._served.last_change)
                 if polled is None:
                     return
-                current, changes = polled
-            if current and current not in (self.version, self._loading):
+                current, batch = polled
+            gapped = self._served is not None and self._served.gapped
+            if current and (current != self.version or gapped) and current != self._loading:
                 self.feed.expect_change()  # keep asking until that version is served
                 if self._on_disk(current):
                     if self._served is None:
@@ -267,7 +270,7 @@ class LiveIndex:
                         threading.Thread(target=self._load_in_background, args=(current,), daemon=True,
                                          name=f"load-version-{current}").start()
             if self._served is not None:
-                self._apply_changes(self._served, changes)
+                self._apply_changes(self._served, batch)
 
     def _load_in_background(self, version: int) -> None:
         try:
@@ -308,15 +311,25 @@ class LiveIndex:
                     summaries[item_id] = summary
         served = Served(version, index, self.files.topics(version), eligibility, manifest.get("changes_from", "0-0"),
                         summaries)
+        if not self.store.changes.kept_after(served.last_change):  # changes it needs were trimmed away
+            pages = current_items(self.store.items, index.ids, version, served.last_change)
+            served.last_change = self.store.changes.position()  # before the items are read: nothing is missed
+            served.summaries.clear()  # read again per request, like items past the cache's cap
+            for page in pages:
+                self._apply_items(served, page)
         self._apply_changes(served)
         log.info("loaded index version %d (%d items) in %.2fs", version, len(index), time.monotonic() - started)
         return served
 
-    def _apply_changes(self, served: Served, changes: Changes | None = None) -> None:
-        """Apply ``changes`` (as ``poll`` fetched them; fetched here when None), and any later ones, to ``served``."""
-        if changes is None:
-            changes = self.store.changes.after(served.last_change)
-        while changes:
+    def _apply_changes(self, served: Served, batch: Batch | None = None) -> None:
+        """Apply ``batch`` (as ``poll`` fetched it; fetched here when None), and any later changes, to ``served``."""
+        batch = self.store.changes.since(served.last_change) if batch is None else batch
+        while True:
+            if batch.suspect and not served.gapped and not self.store.changes.kept_after(served.last_change):
+                served.gapped = gap_found(served.version, served.last_change)  # the next sync reloads it
+            changes = batch.changes
+            if not changes:
+                break
             upserts = {}
             for stream_id, change in changes:
                 num = int(change["num"])
@@ -327,15 +340,15 @@ class LiveIndex:
                 else:
                     upserts[num] = change["id"]
                 served.last_change = stream_id
-            self._apply_upserts(served, upserts)
+            self._apply_items(served, list(zip(upserts, self.store.items.get_many(upserts.values()))))
             if len(changes) < CHANGES_PAGE:
                 break
-            changes = self.store.changes.after(served.last_change)
+            batch = self.store.changes.since(served.last_change)
 
-    def _apply_upserts(self, served: Served, upserts: dict[int, str]) -> None:
-        items = self.store.items.get_many(upserts.values())
+    def _apply_items(self, served: Served, items: list[tuple[int, Item | None]]) -> None:
+        """Serve each item's vector when Redis has one of ``served``'s version; drop the deleted and unindexed."""
         nums, ids, vectors = [], [], []
-        for num, item in zip(upserts, items):
+        for num, item in items:
             if item is None or item.vector is None or item.status == Status.DELETED:
                 self._remove(served, num)
             elif item.version == served.version:
@@ -350,6 +363,10 @@ class LiveIndex:
     def _remove(served: Served, num: int) -> None:
         served.index.remove(num)
         served.eligibility.drop(num)
+
+    def position(self) -> tuple[int, str] | None:
+        """The served version and the last change applied to it (what `vistas status` is told)."""
+        return (self._served.version, self._served.last_change) if self._served else None
 
     def remove(self, num: int) -> None:
         """Drop an item from answers in this process now (DELETE does this before it returns)."""

@@ -27,7 +27,7 @@ from typing import Any
 import redis
 from redis.connection import ConnectionInterface
 
-from recommender.store.changes import CHANGES_PAGE, Changes, ChangeStream, poll_result
+from recommender.store.changes import CHANGES_PAGE, Batch, ChangeStream, poll_result
 
 log = logging.getLogger(__name__)
 #: The longest a process trusts "nothing pushed" to mean "nothing changed" before polling anyway.
@@ -44,7 +44,7 @@ class ChangeFeed:
         self._pushed = False
         self._untracked = False  # this Redis or connection cannot track: poll on every query
 
-    def poll(self, stream_id: str) -> tuple[int, Changes] | None:
+    def poll(self, stream_id: str) -> tuple[int, Batch] | None:
         """The current version and the changes after ``stream_id``; None when nothing can have changed."""
         if self._untracked:
             return self.changes.poll(stream_id)
@@ -52,7 +52,7 @@ class ChangeFeed:
             return None
         self._trusted_until = 0.0
         try:
-            version, changes = self._tracked_poll(stream_id)
+            version, batch = self._tracked_poll(stream_id)
         except redis.ResponseError as exc:  # CLIENT TRACKING refused (Redis before 6)
             log.warning("Redis refused client-side tracking (%s): every query will poll Redis once", exc)
             self._drop(exc)
@@ -61,9 +61,9 @@ class ChangeFeed:
         except (redis.RedisError, OSError) as exc:
             self._drop(exc)
             return self.changes.poll(stream_id)  # the pool's connections, with redis-py's retries
-        if not self._pushed and len(changes) < CHANGES_PAGE:
+        if not self._pushed and len(batch.changes) < CHANGES_PAGE:
             self._trusted_until = time.monotonic() + MAX_TRUST
-        return version, changes
+        return version, batch
 
     def expect_change(self) -> None:
         """Make the next ``poll`` ask Redis (the caller's view of the stream moved back, or a load must be retried)."""
@@ -83,14 +83,14 @@ class ChangeFeed:
             self._drop(exc)
         return True
 
-    def _tracked_poll(self, stream_id: str) -> tuple[int, Changes]:
+    def _tracked_poll(self, stream_id: str) -> tuple[int, Batch]:
         if self._conn is None:
             self._conn = self._connect()
         conn = self._conn
         self._pushed = False
         conn.send_packed_command(conn.pack_commands(self.changes.poll_commands(stream_id)))
         version, entries = conn.read_response(), conn.read_response()  # pushes in between set _pushed
-        return poll_result(version, entries)
+        return poll_result(stream_id, version, entries)
 
     def _connect(self) -> ConnectionInterface:
         conn = self.changes.r.connection_pool.get_connection()

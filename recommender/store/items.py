@@ -20,6 +20,8 @@ from recommender.store.connection import Part
 ITEM_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 #: The fields that decide eligibility (see recommender.ranking).
 FILTER_FIELDS = ("kind", "category", "starts_at", "ends_at", "status")
+#: Ids per SSCAN round trip when the whole catalog is read.
+ID_PAGE = 1000
 SUMMARY_FIELDS = ("title", "kind", "category", "url", "price", "starts_at", "ends_at", "status", "tags")
 
 
@@ -213,8 +215,25 @@ class Items(Part):
         return [Summary.from_values(item_id, values) if any(v is not None for v in values) else None
                 for item_id, values in zip(item_ids, pipe.execute())]
 
+    def scan_ids(self, count: int = ID_PAGE) -> Iterator[list[str]]:
+        """Every live id, a page per SSCAN round trip (unordered, and an id may come twice): Redis is never
+        blocked by one reply the size of the catalog."""
+        cursor = 0
+        while True:
+            cursor, page = self.r.sscan(self.keys.items, cursor, count=count)
+            if page:
+                yield [m.decode() for m in page]
+            if not cursor:
+                return
+
     def ids(self) -> list[str]:
-        return sorted(m.decode() for m in self.r.smembers(self.keys.items))
+        """Every live id, sorted (callers sample and chunk it reproducibly), read a page at a time."""
+        return sorted({item_id for page in self.scan_ids() for item_id in page})
+
+    def pages(self, count: int = ID_PAGE) -> Iterator[list[Item]]:
+        """Every live item, a page of ids at a time (unordered, an item may come twice)."""
+        for page in self.scan_ids(count):
+            yield [item for item in self.get_many(page) if item is not None]
 
     def count(self) -> int:
         return int(self.r.scard(self.keys.items))

@@ -8,7 +8,10 @@ Keys (``P`` is the configured key prefix):
 * ``P:seq``           counter that hands out the numeric ids FAISS needs
 * ``P:version``       the index version the API should serve (an integer)
 * ``P:representation`` the topic representation the next build uses, as ranked by ``vistas eval``
-* ``P:changes``       stream of ``{op: upsert|delete, id, num}``, tailed by API processes
+* ``P:changes``       stream of ``{op: upsert|delete, id, num}``, tailed by API processes, capped at
+  ``VISTAS_CHANGES_MAXLEN`` entries
+* ``P:replicas``      hash API process name -> JSON ``{version, change, seen}``: the version it serves and the
+  last changes entry it applied, written every few seconds (expires when every process has stopped)
 * ``P:ingest``        stream of ``{id}``: items waiting to be tagged and indexed by a worker
 * ``P:retag``         stream of ``{id, job}``: photos a distributed reindex asks the workers to re-tag
   (both streams are read by the consumer group ``indexers``; see :meth:`recommender.store.queue.Queue.settle`)
@@ -18,7 +21,9 @@ Keys (``P`` is the configured key prefix):
   outlives reindexes while the topic keeps its id (see :mod:`recommender.model.identity`)
 * ``P:model:<v>``     string: version ``v``'s topic model (joblib), for workers on machines without its directory
 * ``P:reindex``       hash: the running or last reindex ``{job, phase, total, tagged, failed, skipped, ...}``
-* ``P:reindex:lock``  string with a TTL: held by the one reindex that may run
+* ``P:reindex:lock``  string ``<job>:<token>`` with a TTL, renewed while the job runs: held by the one reindex
+  that may run; only its holder may flip ``P:version`` (see :mod:`recommender.store.reindex`)
+* ``P:reindex:fence`` counter that hands out the lock's fencing tokens
 * ``P:user:<uid>:events`` list of JSON events ``{item, type, ts}``, newest first, capped
 * ``P:popularity``    sorted set item id -> summed event weight (cold-start recommendations)
 * ``P:activity``      stream of ``{item, type, ts}``, every user's events without the user, capped: what API
@@ -103,6 +108,14 @@ class Keys:
     @property
     def reindex_lock(self) -> str:
         return f"{self.prefix}:reindex:lock"
+
+    @property
+    def reindex_fence(self) -> str:
+        return f"{self.prefix}:reindex:fence"
+
+    @property
+    def replicas(self) -> str:
+        return f"{self.prefix}:replicas"
 
     @property
     def popularity(self) -> str:

@@ -17,7 +17,6 @@ import numpy as np
 import redis
 from redis.client import Pipeline
 
-from recommender.store.changes import CHANGES_MAXLEN
 from recommender.store.connection import Part, stream_id
 from recommender.store.items import float16_bytes, float32_bytes
 from recommender.store.keys import Keys
@@ -143,10 +142,12 @@ return 0
 
 
 class Queue(Part):
-    """The ingest and retag streams and their consumer group."""
+    """The ingest and retag streams and their consumer group; settling trims the changes stream to
+    ``changes_maxlen`` entries as it announces."""
 
-    def __init__(self, client: redis.Redis, keys: Keys):
+    def __init__(self, client: redis.Redis, keys: Keys, changes_maxlen: int):
         super().__init__(client, keys)
+        self.changes_maxlen = changes_maxlen
         self._settle_script = client.register_script(SETTLE_LUA)
         self._keep_script = client.register_script(KEEP_LUA)
 
@@ -254,7 +255,7 @@ class Queue(Part):
         if not outcomes:
             return []
         keys = [self.keys.version, self.keys.changes, self.keys.dead, self.keys.reindex]
-        args: list[Any] = [INDEXERS, consumer, version, CHANGES_MAXLEN, DEAD_MAXLEN]
+        args: list[Any] = [INDEXERS, consumer, version, self.changes_maxlen, DEAD_MAXLEN]
         for o in outcomes:
             m = o.message
             keys += [m.stream if m else self.keys.ingest, self.keys.item(o.item_id), self.keys.features(o.item_id)]

@@ -20,7 +20,8 @@ class Versions(Part):
         return int(value) if value else 0
 
     def set_current(self, version: int, pipeline: Pipeline | None = None) -> None:
-        """Publish ``version``: every API process loads it and swaps it in between requests."""
+        """Publish ``version``: every API process loads it and swaps it in between requests. A reindex
+        flips through its lease instead (:meth:`recommender.store.reindex.Lease.flip`: only while it holds the lock)."""
         with self._pipe(pipeline) as pipe:
             pipe.set(self.keys.version, version)
 
