@@ -16,8 +16,7 @@
    (:meth:`recommender.store.queue.Queue.settle` refuses it);
 6. **prune**: keep the newest ``keep_versions`` versions.
 
-``rollback`` flips the pointer back to the newest kept version before the
-current one and gives items that version's vectors the same way.
+``indexer.rollback`` serves an earlier version again through the same steps.
 """
 
 from __future__ import annotations
@@ -38,7 +37,7 @@ from indexer.vectors import Tagged, feature_matrix, transform
 from recommender.index import TopicIndex
 from recommender.model.identity import TopicChanges
 from recommender.model.tagger import Tagger
-from recommender.model.topics import TopicModel, load_model
+from recommender.model.topics import TopicModel
 from recommender.model.vocabulary import merge_tags
 from recommender.objects import NOT_STORED, fetched
 from recommender.photos import ImageError
@@ -375,25 +374,6 @@ class Reindex:
     def _check_lock(self) -> None:
         if self.lease is not None and self.lease.lost:
             raise ReindexError(f"reindex {self.job} lost its lock (token {self.lease.token}); giving up")
-
-
-def rollback(settings: Settings, store: Store, progress: bool = True) -> ReindexReport:
-    """Serve the newest kept version before the current one again, items' vectors included."""
-    job = Reindex(settings, store, progress=progress)
-    current = store.versions.current()
-    earlier = [v for v in job.files.versions() if v < current]
-    if not earlier:
-        raise ReindexError(f"no index version before {current} is kept under {job.files.root}; nothing to roll back to")
-    target = max(earlier)
-    with job.locked():
-        job.begin()
-        job.changes_from = job.files.manifest(target).get("changes_from", "0-0")
-        # The changes stream is capped: when it no longer reaches back to the target's build, announce all.
-        changed = None if store.changes.kept_after(job.changes_from) else set(store.items.ids())
-        job.publish(target, load_model(settings, target, store), None, changed)
-        job.report.items = len(TopicIndex.load(job.files.path(target)))
-        log.info("rolled back from index version %d to %d", current, target)
-        return job.finish()
 
 
 def _tagged(row: dict) -> Tagged:

@@ -14,7 +14,8 @@ import requests
 
 from indexer.ingest import ingest
 from indexer.manifest import Entry, read_catalog
-from indexer.reindex import Reindex, ReindexError, rollback
+from indexer.reindex import Reindex, ReindexError
+from indexer.rollback import rollback
 from indexer.vectors import CurrentModel, Tagged, index_tagged
 from indexer.worker import Worker
 from recommender.app import create_app
