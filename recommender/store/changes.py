@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from enum import StrEnum
 
-from redis.client import Pipeline
 
-from recommender.store.connection import Part, stream_id
+from recommender.store.connection import Part, Pipe, stream_id
 
 CHANGES_MAXLEN = 1_000_000
 #: Changes read per round trip; a full page means more may follow.
@@ -26,7 +25,7 @@ class Change(StrEnum):
 class ChangeStream(Part):
     """Announcing changes (every writer) and reading them (API processes, reindexes)."""
 
-    def publish(self, op: Change, item_id: str, num: int, pipeline: Pipeline | None = None) -> None:
+    def publish(self, op: Change, item_id: str, num: int, pipeline: Pipe | None = None) -> None:
         """Tell every API process that an item's vector changed or the item went away."""
         with self._pipe(pipeline) as pipe:
             pipe.xadd(self.keys.changes, {"op": op, "id": item_id, "num": num}, maxlen=CHANGES_MAXLEN,
