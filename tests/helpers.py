@@ -9,17 +9,21 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import redis
 import requests
 
+from indexer.embedded_redis import EmbeddedCluster, EmbeddedRedis
 from indexer.ingest import ingest
 from indexer.manifest import Entry, read_catalog
 from recommender.model.tagger import Tagger
 from recommender.settings import Settings
 from recommender.store import Store
 from recommender.store.items import Item
+from recommender.store.keys import Keys
 from tests.conftest import DEMO, sample_rows, write_manifest
 
 VISTAS = [sys.executable, "-m", "indexer.cli"]
@@ -103,3 +107,15 @@ def wait_for(condition, timeout: float, what: str, step: float = 0.1):
             pass
         time.sleep(step)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@contextmanager
+def own_redis(kind: str, directory: Path, prefix: str) -> Iterator[tuple[str, EmbeddedRedis]]:
+    """A persisted Redis of the test's own (``single``, or a 3-master ``cluster``): its URL, and the server a
+    fault test stops and starts; on the cluster, the node holding the catalog's keys (pointer, streams)."""
+    if kind == "cluster":
+        with EmbeddedCluster(directory, persist=True) as cluster:
+            yield cluster.url, cluster.node_of(Keys(prefix).version)
+    else:
+        with EmbeddedRedis(directory, persist=True) as server:
+            yield server.url, server

@@ -1,20 +1,21 @@
 """Faults a production deployment meets: a photo that keeps killing its worker, Redis down under API load.
 
 Real processes throughout: workers and a gunicorn API started as users start
-them, a redis-server this test stops and starts. Load is bounded in count and
-time, on loopback only.
+them, a redis-server this test stops and starts (on a 3-master cluster, the
+node holding the catalog's keys). Load is bounded in count and time, on
+loopback only.
 """
 
 from __future__ import annotations
 
 import random
-import shutil
 import socket
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import requests
 from PIL import Image
 
@@ -23,8 +24,8 @@ from recommender.model.tagger import Tagger
 from recommender.settings import Settings
 from recommender.store import Store
 from recommender.store.queue import INDEXERS
-from tests.helpers import (build_first_version, free_port, photo_item, start_api, start_worker, stop, tag_only,
-                           wait_for)
+from tests.helpers import (build_first_version, free_port, own_redis, photo_item, start_api, start_worker, stop,
+                           tag_only, wait_for)
 
 
 def holder(store: Store, message_id: str) -> str | None:
@@ -33,6 +34,7 @@ def holder(store: Store, message_id: str) -> str | None:
     return pending[0]["consumer"].decode() if pending else None
 
 
+@pytest.mark.cluster
 def test_a_photo_that_keeps_killing_its_worker_ends_in_the_dead_letters(
     settings: Settings, store: Store, tagger: Tagger, tmp_path: Path, worker_log: Path
 ) -> None:
@@ -89,12 +91,17 @@ class Answer:
     key: str | None = None  # what an acknowledged write wrote
 
 
+@pytest.mark.parametrize("kind", ["single", "cluster"])
 def test_redis_down_under_api_load_answers_503_then_recovers_and_loses_no_acknowledged_write(
-    tagger: Tagger, tmp_path: Path
+    tagger: Tagger, tmp_path: Path, kind: str
 ) -> None:
-    server = EmbeddedRedis(tmp_path / "redis", persist=True).start()
-    settings = Settings(redis_url=server.url, data_dir=tmp_path / "data", key_prefix="outage", n_topics=8)
-    store = Store.from_url(server.url, "outage")
+    with own_redis(kind, tmp_path / "redis", "outage") as (url, server):
+        outage(tagger, tmp_path, url, server)
+
+
+def outage(tagger: Tagger, tmp_path: Path, url: str, server: EmbeddedRedis) -> None:
+    settings = Settings(redis_url=url, data_dir=tmp_path / "data", key_prefix="outage", n_topics=8)
+    store = Store.from_url(url, "outage")
     api = None
     try:
         build_first_version(settings, store, tagger, tmp_path, rows=6)
@@ -171,5 +178,3 @@ def test_redis_down_under_api_load_answers_503_then_recovers_and_loses_no_acknow
     finally:
         if api is not None:
             stop(api)
-        server.stop()
-        shutil.rmtree(tmp_path / "redis", ignore_errors=True)
