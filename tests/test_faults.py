@@ -19,13 +19,12 @@ import pytest
 import requests
 from PIL import Image
 
-from indexer.embedded_redis import EmbeddedRedis
 from recommender.model.tagger import Tagger
 from recommender.settings import Settings
 from recommender.store import Store
 from recommender.store.queue import INDEXERS
-from tests.helpers import (build_first_version, free_port, own_redis, photo_item, start_api, start_worker, stop,
-                           tag_only, wait_for)
+from tests.helpers import (Restartable, build_first_version, free_port, own_redis, photo_item, start_api,
+                           start_worker, stop, tag_only, wait_for)
 
 
 def holder(store: Store, message_id: str) -> str | None:
@@ -95,13 +94,13 @@ class Answer:
 def test_redis_down_under_api_load_answers_503_then_recovers_and_loses_no_acknowledged_write(
     tagger: Tagger, tmp_path: Path, kind: str
 ) -> None:
-    with own_redis(kind, tmp_path / "redis", "outage") as (url, server):
-        outage(tagger, tmp_path, url, server)
+    with own_redis(kind, tmp_path / "redis", "outage") as server:
+        outage(tagger, tmp_path, server)
 
 
-def outage(tagger: Tagger, tmp_path: Path, url: str, server: EmbeddedRedis) -> None:
-    settings = Settings(redis_url=url, data_dir=tmp_path / "data", key_prefix="outage", n_topics=8)
-    store = Store.from_url(url, "outage")
+def outage(tagger: Tagger, tmp_path: Path, server: Restartable) -> None:
+    settings = Settings(redis_url=server.url, data_dir=tmp_path / "data", key_prefix="outage", n_topics=8)
+    store = Store.from_url(server.url, "outage")
     api = None
     try:
         build_first_version(settings, store, tagger, tmp_path, rows=6)
