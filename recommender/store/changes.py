@@ -16,9 +16,7 @@ from typing import NamedTuple
 
 import redis
 
-from redis.client import Pipeline
-
-from recommender.store.connection import Part, stream_id
+from recommender.store.connection import Client, Part, Pipe, stream_id
 from recommender.store.keys import Keys
 
 #: Changes read per round trip; a full page means more may follow.
@@ -58,11 +56,11 @@ class ChangeStream(Part):
     ``maxlen`` caps the stream (the writers trim it as they add); it comes from settings.
     """
 
-    def __init__(self, client: redis.Redis, keys: Keys, maxlen: int):
+    def __init__(self, client: Client, keys: Keys, maxlen: int):
         super().__init__(client, keys)
         self.maxlen = maxlen
 
-    def publish(self, op: Change, item_id: str, num: int, pipeline: Pipeline | None = None) -> None:
+    def publish(self, op: Change, item_id: str, num: int, pipeline: Pipe | None = None) -> None:
         """Tell every API process that an item's vector changed or the item went away."""
         with self._pipe(pipeline) as pipe:
             pipe.xadd(self.keys.changes, {"op": op, "id": item_id, "num": num}, maxlen=self.maxlen,

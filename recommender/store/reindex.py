@@ -18,12 +18,11 @@ from typing import Any
 
 import numpy as np
 import redis
-from redis.client import Pipeline
 from redis.commands.core import Script
 from redis.exceptions import LockError
 from redis.lock import Lock
 
-from recommender.store.connection import Part
+from recommender.store.connection import Client, Part, Pipe
 from recommender.store.items import float32_bytes, from_float16
 from recommender.store.keys import Keys
 
@@ -35,7 +34,8 @@ INPUT_FIELDS = ("status", "num", "tags", "given_tags", "updated_at", "retag_job"
 
 ADOPT_LUA = """
 -- Write a new version's vectors into items that have not changed since the reindex read them.
--- KEYS: item hashes.  ARGV: version; then per item: updated_at as read, vector
+-- Each item is written or not on its own, so a reindex cut short is completed by adopting again.
+-- KEYS: item hashes (one slot on a cluster).  ARGV: version; then per item: updated_at as read, vector
 local version = ARGV[1]
 local written = {}
 for i = 1, #KEYS do
@@ -110,7 +110,7 @@ class Lease:
 class Reindexing(Part):
     """The reindex lock and state, and the item reads and writes only a reindex makes."""
 
-    def __init__(self, client: redis.Redis, keys: Keys):
+    def __init__(self, client: Client, keys: Keys):
         super().__init__(client, keys)
         self._adopt_script = client.register_script(ADOPT_LUA)
         self._flip_script = client.register_script(FLIP_LUA)
@@ -126,7 +126,7 @@ class Reindexing(Part):
             raise LockHeld(holder.decode().rpartition(":")[0])
         return Lease(lock, self._flip_script, self.keys.version, job, token, ttl_s)
 
-    def set_state(self, reset: bool = False, pipeline: Pipeline | None = None, **fields: Any) -> None:
+    def set_state(self, reset: bool = False, pipeline: Pipe | None = None, **fields: Any) -> None:
         """Record the reindex's progress (``reset`` starts a new record) for `vistas status`."""
         with self._pipe(pipeline) as pipe:
             if reset:
@@ -159,14 +159,19 @@ class Reindexing(Part):
     def adopt(self, version: int, rows: Sequence[tuple[str, str, np.ndarray]]) -> list[bool]:
         """Give items (id, updated_at as read, vector) their vectors of ``version``, marking them indexed,
         unless they were deleted, replaced (``updated_at`` moved) or already written with ``version``
-        since the reindex read them. Returns which were written."""
+        since the reindex read them. Returns which were written. On a cluster that is one script per
+        item (each has its own slot); on a single Redis, one per chunk."""
         if len(rows) > ADOPT_CHUNK:
             return [flag for start in range(0, len(rows), ADOPT_CHUNK)
                     for flag in self.adopt(version, rows[start:start + ADOPT_CHUNK])]
         if not rows:
             return []
-        keys = [self.keys.item(item_id) for item_id, _, _ in rows]
-        args: list[Any] = [version]
-        for _, updated_at, vector in rows:
-            args += [updated_at, float32_bytes(vector)]
-        return [bool(flag) for flag in self._adopt_script(keys=keys, args=args)]
+        written = [False] * len(rows)
+        for group in self._by_slot(self.keys.item(item_id) for item_id, _, _ in rows):  # one script per slot
+            args: list[Any] = [version]
+            for i in group:
+                args += [rows[i][1], float32_bytes(rows[i][2])]
+            flags = self._adopt_script(keys=[self.keys.item(rows[i][0]) for i in group], args=args)
+            for i, flag in zip(group, flags):
+                written[i] = bool(flag)
+        return written
