@@ -8,17 +8,15 @@
 3. **transform**: every item, in chunks, so memory stays flat at a million;
 4. **write**: the catalog map of the sample, then version N+1's directory
    (FAISS index, model, topics, map) next to N;
-5. **publish**: flip the ``current`` pointer (API processes load N+1 in the
-   background and swap between requests), then give every item its N+1
-   vector in Redis. Items written while the build ran are not lost: the build
-   noted the changes stream's position before it started, and every item
-   indexed after it is transformed again with the new model and announced.
-   Workers cannot write an old-model vector after the flip
+5. **publish**: flip the ``current`` pointer, only while the job holds the lock (API processes
+   load N+1 in the background and swap between requests), then give every item its N+1 vector
+   in Redis. Items written while the build ran are not lost: the build noted the changes
+   stream's position before it started, and every item indexed after it is transformed again
+   with the new model and announced. Workers cannot write an old-model vector after the flip
    (:meth:`recommender.store.queue.Queue.settle` refuses it);
 6. **prune**: keep the newest ``keep_versions`` versions.
 
-``rollback`` flips the pointer back to the newest kept version before the
-current one and gives items that version's vectors the same way.
+``indexer.rollback`` serves an earlier version again through the same steps.
 """
 
 from __future__ import annotations
@@ -39,7 +37,7 @@ from indexer.vectors import Tagged, feature_matrix, transform
 from recommender.index import TopicIndex
 from recommender.model.identity import TopicChanges
 from recommender.model.tagger import Tagger
-from recommender.model.topics import TopicModel, load_model
+from recommender.model.topics import TopicModel
 from recommender.model.vocabulary import merge_tags
 from recommender.objects import NOT_STORED, fetched
 from recommender.photos import ImageError
@@ -48,11 +46,12 @@ from recommender.store import Store
 from recommender.store.changes import Change
 from recommender.store.items import Status
 from recommender.store.queue import Op, Outcome
+from recommender.store.reindex import Lease, LockHeld
 from recommender.versions import VersionStore
 
 log = logging.getLogger(__name__)
 CHUNK = 5000  # items read, tagged or transformed at a time
-LOCK_TTL_S = 600  # the lock outlives a crashed reindex by at most this; each chunk renews it
+LOCK_TTL_S = 60.0  # a crashed reindex holds the lock this long at most; a live one renews it on a thread
 #: A distributed re-tag with no worker progress for this long says so (and keeps waiting).
 STALL_WARNING_S = 60.0
 
@@ -106,6 +105,7 @@ class Reindex:
         self.job = uuid.uuid4().hex[:12]
         self.report = ReindexReport()
         self.changes_from = "0-0"
+        self.lease: Lease | None = None
         self._sample: Sample | None = None
         self._started = time.monotonic()
 
@@ -124,17 +124,18 @@ class Reindex:
     # -- steps -----------------------------------------------------------------------------
     @contextmanager
     def locked(self) -> Iterator[None]:
-        """Only one reindex (or rollback) at a time."""
-        holder = self.store.reindex.lock(self.job, LOCK_TTL_S)
-        if holder is not None:
-            raise ReindexError(f"reindex {holder} is running (see `vistas status`); wait for it to finish")
+        """Only one reindex (or rollback) at a time (:mod:`recommender.store.reindex`: renewed, fenced)."""
+        try:
+            self.lease = self.store.reindex.lock(self.job, LOCK_TTL_S)
+        except LockHeld as held:
+            raise ReindexError(f"reindex {held.holder} is running (see `vistas status`); wait for it to finish")
         try:
             yield
         except BaseException as exc:
             self.store.reindex.set_state(phase="failed", error=repr(exc), finished_at=time.time())
             raise
         finally:
-            self.store.reindex.unlock(self.job)
+            self.lease.release()
 
     def begin(self) -> None:
         """Note where the changes stream stands: anything indexed after this is redone after the flip."""
@@ -209,7 +210,8 @@ class Reindex:
         ``built`` is None (a rollback), are transformed again from their stored tags and
         features, and announced when the version's file lacks them or has them outdated.
         """
-        self.store.versions.set_current(version)
+        if self.lease is None or not self.lease.flip(version):
+            raise ReindexError(f"reindex {self.job} lost its lock before publishing version {version}; nothing flipped")
         with self._step("publish", "publishing", version=version):
             log.info("reindex %s: index version %d is current", self.job, version)
             if changed is None:
@@ -255,7 +257,7 @@ class Reindex:
                     built.ids += [r["id"] for r in rows]
                     built.updated += [r["updated_at"] for r in rows]
                 bar.update(min(CHUNK, len(ids) - start))
-                self._renew_lock()
+                self._check_lock()
         if vectors:
             built.nums, built.vectors = np.concatenate(nums), np.concatenate(vectors)
         return built
@@ -288,7 +290,7 @@ class Reindex:
                 outcomes += [Outcome(Op.FAIL, i, photos[i]["num"], reason=NOT_STORED, job=self.job) for i in missing]
                 self.store.queue.settle(outcomes)
                 bar.update(len(candidates[start:start + CHUNK]))
-                self._renew_lock()
+                self._check_lock()
 
     def _tag_on_workers(self, candidates: list[str]) -> None:
         if not self.store.workers.running():
@@ -311,7 +313,7 @@ class Reindex:
                     log.warning("reindex %s: no tagging progress for %.0fs (%d workers running); still waiting",
                                 self.job, STALL_WARNING_S, workers)
                     last_progress = time.monotonic()
-                self._renew_lock()
+                self._check_lock()
 
     # -- publishing ------------------------------------------------------------------------
     def _changed_since(self, stream_id: str) -> set[str]:
@@ -367,30 +369,11 @@ class Reindex:
 
     def _phase(self, phase: str, **fields: object) -> None:
         self.store.reindex.set_state(phase=phase, **fields)
-        self._renew_lock()
+        self._check_lock()
 
-    def _renew_lock(self) -> None:
-        if self.store.reindex.lock(self.job, LOCK_TTL_S) is not None:
-            raise ReindexError(f"reindex {self.job} lost its lock to another reindex; giving up")
-
-
-def rollback(settings: Settings, store: Store, progress: bool = True) -> ReindexReport:
-    """Serve the newest kept version before the current one again, items' vectors included."""
-    job = Reindex(settings, store, progress=progress)
-    current = store.versions.current()
-    earlier = [v for v in job.files.versions() if v < current]
-    if not earlier:
-        raise ReindexError(f"no index version before {current} is kept under {job.files.root}; nothing to roll back to")
-    target = max(earlier)
-    with job.locked():
-        job.begin()
-        job.changes_from = job.files.manifest(target).get("changes_from", "0-0")
-        # The changes stream is capped: when it no longer reaches back to the target's build, announce all.
-        changed = None if store.changes.kept_after(job.changes_from) else set(store.items.ids())
-        job.publish(target, load_model(settings, target, store), None, changed)
-        job.report.items = len(TopicIndex.load(job.files.path(target)))
-        log.info("rolled back from index version %d to %d", current, target)
-        return job.finish()
+    def _check_lock(self) -> None:
+        if self.lease is not None and self.lease.lost:
+            raise ReindexError(f"reindex {self.job} lost its lock (token {self.lease.token}); giving up")
 
 
 def _tagged(row: dict) -> Tagged:

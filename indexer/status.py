@@ -6,11 +6,15 @@ import time
 
 from recommender.settings import Settings
 from recommender.store import Store
+from recommender.store.changes import StreamInfo
+from recommender.store.connection import stream_id
 from recommender.store.workers import WORKER_ALIVE_S
 from recommender.users.live import FOLDER
 from recommender.versions import VersionStore
 
 DEAD_LETTERS_SHOWN = 3
+#: An API process this far behind, as a share of the changes stream's cap, is reported as near it.
+LAG_WARNING_SHARE = 0.8
 
 
 def report(settings: Settings, store: Store) -> str:
@@ -30,6 +34,7 @@ def report(settings: Settings, store: Store) -> str:
     lines.append(f"dead       {stats[store.keys.dead]['length']:,} dead letters")
     lines += [f"           {d['id']}: {d['reason']} ({d['attempts']} attempts)" for d in dead]
     lines += _workers(store)
+    lines += _replicas(settings, store)
     lines += _reindex(store)
     return "\n".join(lines)
 
@@ -72,6 +77,35 @@ def _workers(store: Store) -> list[str]:
                      f"indexed {w.get('indexed', 0):,}  re-tagged {w.get('retagged', 0):,}  "
                      f"failed {w.get('failed', 0):,}")
     return lines
+
+
+def _replicas(settings: Settings, store: Store) -> list[str]:
+    """API processes and how far behind the changes stream's newest entry each is; a warning for those
+    near its cap (past it, changes they need are trimmed away and they reload their version)."""
+    replicas = store.replicas.positions()
+    info = store.changes.info()
+    cap = settings.changes_maxlen
+    lines = [f"replicas   {len(replicas)} API processes reporting; changes stream "
+             f"{info.length if info else 0:,} entries (cap {cap:,})"]
+    for r in replicas:
+        behind = _behind(info, r["change"])
+        where = f"{r['name']} (version {r['version']}, about {behind:,} changes behind)"
+        if not store.changes.kept_after(r["change"]):
+            lines.append(f"  WARNING  {where}: changes it needed were trimmed; it reloads its version")
+        elif behind >= LAG_WARNING_SHARE * cap:
+            lines.append(f"  WARNING  {where}: near the cap of {cap:,}; past it, it reloads its version")
+    return lines
+
+
+def _behind(info: StreamInfo | None, change: str) -> int:
+    """About how many entries follow ``change``, interpolated on the entries' timestamps (exact counts
+    would read them all)."""
+    if info is None or not info.length or stream_id(change) >= stream_id(info.last):
+        return 0
+    first, last, at = (stream_id(x)[0] for x in (info.first, info.last, change))
+    if last <= first or at < first:
+        return info.length
+    return max(1, round(info.length * (last - at) / (last - first)))
 
 
 def _reindex(store: Store) -> list[str]:

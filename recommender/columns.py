@@ -133,6 +133,13 @@ class ItemIds:
         return len(self._ids) - len(self.gone) + len(self.added)
 
     def set(self, num: int, item_id: str) -> None:
+        """``num`` is ``item_id``'s; the overlay grows only when that differs from the columns."""
+        current = self.ids.get(num)
+        if current == item_id:
+            return
+        if current is None and num in self.gone and num not in self.added and self.base_id(num) == item_id:
+            self.gone.discard(num)  # back as the build had it
+            return
         old = self.nums.get(item_id)
         if old is not None and old != num:
             self.remove(old)
@@ -214,13 +221,14 @@ class _NumsById(Mapping[str, int]):
 class SummaryTable:
     """What result lists show of a version's items: mapped records, in front of them what changed since.
 
-    Invariant: an id in ``stale`` (a change arrived for it) is never answered from the columns;
-    its summary is fetched from Redis on first use and kept in ``fetched`` (up to
-    ``FETCHED_SUMMARIES``), as are the items the version lacks.
+    Invariant: an id in ``stale`` (a change arrived for it), and every id once ``trusted`` is False
+    (changes were lost), is never answered from the columns; its summary is fetched from Redis on
+    first use and kept in ``fetched`` (up to ``FETCHED_SUMMARIES``), as are the items the version lacks.
     """
 
     def __init__(self, data: np.ndarray, offsets: np.ndarray):
         self._data, self._offsets = memoryview(data), offsets
+        self.trusted = True
         self.stale: set[str] = set()
         self.fetched: dict[str, Summary] = {}
 
@@ -248,11 +256,16 @@ class SummaryTable:
         self.stale.add(item_id)
         self.fetched.pop(item_id, None)
 
+    def forget_all(self) -> None:
+        """Changes were trimmed away before they were applied: any item may have changed since the build."""
+        self.trusted = False
+        self.fetched.clear()
+
     def get_many(self, item_ids: Sequence[str], base_nums: Callable[[Sequence[str]], list[int | None]],
                  fetch: Callable[[list[str]], list[Summary | None]]) -> list[Summary | None]:
         """Each item's summary: fetched since, else the build's (``base_nums`` finds the rows), else from ``fetch``."""
         found: list[Summary | None] = [self.fetched.get(i) for i in item_ids]
-        mapped = [i for i, s in zip(item_ids, found) if s is None and i not in self.stale]
+        mapped = [i for i, s in zip(item_ids, found) if s is None and i not in self.stale] if self.trusted else []
         from_columns = {i: self.base(i, n) for i, n in zip(mapped, base_nums(mapped))}
         found = [s if s is not None else from_columns.get(i) for i, s in zip(item_ids, found)]
         missing = [i for i, s in zip(item_ids, found) if s is None]

@@ -43,7 +43,8 @@ def register_error_handlers(app: Flask) -> None:
         return error_response(exc.code or 500, code, exc.description or exc.name)
 
     @app.errorhandler(redis.RedisError)
-    def _redis_down(exc: redis.RedisError):
+    @app.errorhandler(redis.RedisClusterException)  # e.g. no node serves a slot: not a RedisError in redis-py
+    def _redis_down(exc: Exception):
         log.error("redis error: %s", exc)
         return error_response(503, "store_unavailable", "the item store (Redis) is unreachable; retry shortly")
 

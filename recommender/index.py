@@ -27,12 +27,13 @@ import numpy as np
 
 from recommender import columns
 from recommender.columns import VECTORS, ItemIds, SummaryTable
+from recommender.gaps import current_items, gap_found
 from recommender.named_topics import TopicNames
 from recommender.ranking import Eligibility, Filters
 from recommender.store import Store
-from recommender.store.changes import CHANGES_PAGE, Change, Changes
+from recommender.store.changes import CHANGES_PAGE, Batch, Change
 from recommender.store.feed import ChangeFeed
-from recommender.store.items import Status, Summary
+from recommender.store.items import Item, Status, Summary
 from recommender.versions import FAISS_INDEX, VersionStore
 
 log = logging.getLogger(__name__)
@@ -64,9 +65,9 @@ class TopicIndex:
     ``IndexHNSWFlat`` then holds 6 MB of private memory at 200k items where reading it
     took 80 MB; an ``IndexIDMap2`` adds its reverse map, 15 MB; ``IO_FLAG_MMAP`` maps
     nothing of either). A mapped graph cannot take new nodes, so items upserted since the
-    load (``changed``) are scanned exactly beside every graph walk, graph hits are rescored
-    from ``vectors`` (a changed item's node is stale) and deletes are masked out; the next
-    version rebuilds the graph.
+    load with another vector (``changed``) are scanned exactly beside every graph walk, graph
+    hits are rescored from ``vectors`` (a changed item's node is stale) and deletes are masked
+    out; the next version rebuilds the graph.
     """
 
     def __init__(self, dim: int, item_ids: ItemIds | None = None, vectors: np.ndarray | None = None):
@@ -110,10 +111,11 @@ class TopicIndex:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(nums), self.dim).copy()
         faiss.normalize_L2(vectors)
         self._grow(int(nums.max()))
+        if self.graph is not None:  # the graph walk misses what moved: scan those exactly
+            moved = np.any(self.vectors[nums] != vectors, axis=1)
+            self.changed = np.union1d(self.changed, nums[moved])
         self.vectors[nums] = vectors
         self.present[nums] = True
-        if self.graph is not None:
-            self.changed = np.union1d(self.changed, nums)
         for num, item_id in zip(nums.tolist(), ids):
             self.item_ids.set(num, item_id)
 
@@ -214,6 +216,7 @@ class Served:
     eligibility: Eligibility
     last_change: str  # the changes stream entry applied last
     summaries: SummaryTable  # the version's, kept exact by the changes stream
+    gapped: bool = False  # changes it needed were trimmed from the stream: a reload from Redis replaces it
 
 
 class LiveIndex:
@@ -271,13 +274,14 @@ class LiveIndex:
                 log.info("now serving index version %d (was %d)", self.version, old)
                 self.feed.expect_change()  # the new version caught up when it was loaded, not since
             if self._served is None:
-                current, changes = self.store.versions.current(), []
+                current, batch = self.store.versions.current(), Batch([], False)
             else:
                 polled = self.feed.poll(self._served.last_change)
                 if polled is None:
                     return
-                current, changes = polled
-            if current and current not in (self.version, self._loading):
+                current, batch = polled
+            gapped = self._served is not None and self._served.gapped
+            if current and (current != self.version or gapped) and current != self._loading:
                 self.feed.expect_change()  # keep asking until that version is served
                 if self._on_disk(current):
                     if self._served is None:
@@ -287,7 +291,7 @@ class LiveIndex:
                         threading.Thread(target=self._load_in_background, args=(current,), daemon=True,
                                          name=f"load-version-{current}").start()
             if self._served is not None:
-                self._apply_changes(self._served, changes)
+                self._apply_changes(self._served, batch)
 
     def _load_in_background(self, version: int) -> None:
         try:
@@ -317,15 +321,25 @@ class LiveIndex:
         index = TopicIndex.load(path)
         served = Served(version, index, self.files.topics(version), Eligibility.load(path),
                         manifest.get("changes_from", "0-0"), SummaryTable.load(path))
+        if not self.store.changes.kept_after(served.last_change):  # changes it needs were trimmed away
+            pages = current_items(self.store.items, index.ids, version, served.last_change)
+            served.last_change = self.store.changes.position()  # before the items are read: nothing is missed
+            served.summaries.forget_all()  # read again per request, like items changed since the build
+            for page in pages:
+                self._apply_items(served, page)
         self._apply_changes(served)
         log.info("loaded index version %d (%d items) in %.2fs", version, len(index), time.monotonic() - started)
         return served
 
-    def _apply_changes(self, served: Served, changes: Changes | None = None) -> None:
-        """Apply ``changes`` (as ``poll`` fetched them; fetched here when None), and any later ones, to ``served``."""
-        if changes is None:
-            changes = self.store.changes.after(served.last_change)
-        while changes:
+    def _apply_changes(self, served: Served, batch: Batch | None = None) -> None:
+        """Apply ``batch`` (as ``poll`` fetched it; fetched here when None), and any later changes, to ``served``."""
+        batch = self.store.changes.since(served.last_change) if batch is None else batch
+        while True:
+            if batch.suspect and not served.gapped and not self.store.changes.kept_after(served.last_change):
+                served.gapped = gap_found(served.version, served.last_change)  # the next sync reloads it
+            changes = batch.changes
+            if not changes:
+                break
             upserts = {}
             for stream_id, change in changes:
                 num = int(change["num"])
@@ -336,15 +350,15 @@ class LiveIndex:
                 else:
                     upserts[num] = change["id"]
                 served.last_change = stream_id
-            self._apply_upserts(served, upserts)
+            self._apply_items(served, list(zip(upserts, self.store.items.get_many(upserts.values()))))
             if len(changes) < CHANGES_PAGE:
                 break
-            changes = self.store.changes.after(served.last_change)
+            batch = self.store.changes.since(served.last_change)
 
-    def _apply_upserts(self, served: Served, upserts: dict[int, str]) -> None:
-        items = self.store.items.get_many(upserts.values())
+    def _apply_items(self, served: Served, items: list[tuple[int, Item | None]]) -> None:
+        """Serve each item's vector when Redis has one of ``served``'s version; drop the deleted and unindexed."""
         nums, ids, vectors = [], [], []
-        for num, item in zip(upserts, items):
+        for num, item in items:
             if item is None or item.vector is None or item.status == Status.DELETED:
                 self._remove(served, num)
             elif item.version == served.version:
@@ -359,6 +373,10 @@ class LiveIndex:
     def _remove(served: Served, num: int) -> None:
         served.index.remove(num)
         served.eligibility.drop(num)
+
+    def position(self) -> tuple[int, str] | None:
+        """The served version and the last change applied to it (what `vistas status` is told)."""
+        return (self._served.version, self._served.last_change) if self._served else None
 
     def remove(self, num: int) -> None:
         """Drop an item from answers in this process now (DELETE does this before it returns)."""

@@ -1,5 +1,5 @@
 """Prometheus metrics: request counts and latency per endpoint, index size and version, user-model version,
-queue length.
+queue length, versions reloaded after a gap in the changes stream (``vistas_changes_gaps_total``).
 
 Under gunicorn every worker process records into files of a shared
 directory (``PROMETHEUS_MULTIPROC_DIR``, set by ``recommender.server``) so a
@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from recommender.gaps import GAPS
 from recommender.state import app_state
 
 REQUESTS = Counter("vistas_requests_total", "HTTP requests", ["endpoint", "method", "status"])
@@ -72,5 +73,6 @@ def init_metrics(app: Flask) -> None:
         else:
             registry.register(REQUESTS)
             registry.register(LATENCY)
+            registry.register(GAPS)
         registry.register(collector)
         return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)

@@ -77,6 +77,9 @@ class Settings:
     #: A reindex fits the topic model and lays out the map on a random sample of this many items (then
     #: transforms all of them): the cost of a reindex past this size grows only with the transform.
     fit_sample: int = 10_000
+    #: Entries the changes stream keeps (trimmed approximately as writers add): an API process further
+    #: behind than this reloads its version from Redis's items, and `vistas status` warns before that.
+    changes_maxlen: int = 1_000_000
 
     @property
     def redis_url_or_default(self) -> str:
@@ -146,4 +149,5 @@ _ENV: dict[str, tuple[str, Any]] = {
     "max_attempts": ("VISTAS_MAX_ATTEMPTS", int),
     "keep_versions": ("VISTAS_KEEP_VERSIONS", int),
     "fit_sample": ("VISTAS_FIT_SAMPLE", int),
+    "changes_maxlen": ("VISTAS_CHANGES_MAXLEN", int),
 }

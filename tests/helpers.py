@@ -9,17 +9,22 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
 import requests
 
+from indexer.embedded_redis import EmbeddedCluster, EmbeddedRedis
 from indexer.ingest import ingest
 from indexer.manifest import Entry, read_catalog
 from recommender.model.tagger import Tagger
 from recommender.settings import Settings
 from recommender.store import Store
 from recommender.store.items import Item
+from recommender.store.keys import Keys
 from tests.conftest import DEMO, sample_rows, write_manifest
 
 VISTAS = [sys.executable, "-m", "indexer.cli"]
@@ -107,3 +112,26 @@ def wait_for(condition, timeout: float, what: str, step: float = 0.1):
             pass
         time.sleep(step)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@dataclass
+class Restartable:
+    """A Redis a fault test stops and starts; ``start`` returns once it serves again."""
+
+    url: str
+    stop: Callable[[], None]
+    start: Callable[[], object]
+
+
+@contextmanager
+def own_redis(kind: str, directory: Path, prefix: str) -> Iterator[Restartable]:
+    """A persisted Redis of the test's own (``single``, or a 3-master ``cluster``). On the cluster, the node
+    holding the catalog's keys (pointer, streams) is the one stopped and started, and it serves again once
+    the cluster says ``cluster_state:ok`` (a restarted node answers CLUSTERDOWN for a second or two)."""
+    if kind == "cluster":
+        with EmbeddedCluster(directory, persist=True) as cluster:
+            node = cluster.node_of(Keys(prefix).version)
+            yield Restartable(cluster.url, node.stop, lambda: (node.start(), cluster.wait_ok()))
+    else:
+        with EmbeddedRedis(directory, persist=True) as server:
+            yield Restartable(server.url, server.stop, server.start)

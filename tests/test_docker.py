@@ -133,7 +133,7 @@ def test_build_context_holds_what_the_images_copy_and_nothing_local() -> None:
 def test_compose_file_is_accepted_and_wires_the_demo() -> None:
     config = compose_config()
     services = config["services"]
-    assert set(services) == {"redis", "ingest", "api", "worker", "gpu-worker"}
+    assert set(services) == {"redis", "ingest", "api", "worker", "gpu-worker", *CLUSTER}
     assert "--appendonly" in services["redis"]["command"]
     assert "redis-data:/data:rw" in services["redis"]["volumes"]
     assert services["ingest"]["command"] == ["ingest", "/app/demo/catalog/manifest.csv"]
@@ -141,7 +141,7 @@ def test_compose_file_is_accepted_and_wires_the_demo() -> None:
     assert services["api"]["ports"] == [{"published": 8000, "target": 8000}]
     assert services["worker"]["command"] == ["worker"] and services["worker"]["profiles"] == ["worker"]
     for name, service in services.items():
-        if name == "redis":
+        if name.startswith("redis"):
             continue
         assert "vistas-data:/data:rw" in service["volumes"], f"{name} must share the index versions"
         photos = [v for v in service["volumes"] if v.endswith(":/photos:ro")]
@@ -156,7 +156,25 @@ def test_compose_file_is_accepted_and_wires_the_demo() -> None:
     assert gpu["deploy"]["resources"]["reservations"]["devices"] == [
         {"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}
     ]
-    assert set(config["volumes"]) == {"redis-data", "vistas-data"}
+    assert set(config["volumes"]) == {"redis-data", "vistas-data", "redis-1-data", "redis-2-data", "redis-3-data"}
+
+
+CLUSTER = ("redis-1", "redis-2", "redis-3", "redis-cluster-create")
+
+
+def test_compose_cluster_profile_runs_vistas_on_three_masters() -> None:
+    config = compose_config(env={"REDIS_URL": "redis+cluster://redis-1:6379"})
+    services = config["services"]
+    for name in CLUSTER:
+        assert services[name]["profiles"] == ["cluster"], name
+    for node in CLUSTER[:3]:
+        assert "--cluster-enabled" in services[node]["command"] and "--appendonly" in services[node]["command"]
+        assert f"{node}-data:/data:rw" in services[node]["volumes"]
+    create = services["redis-cluster-create"]
+    assert "--cluster create" in create["command"][0] and "--cluster-replicas 0" in create["command"][0]
+    assert set(create["depends_on"]) == set(CLUSTER[:3])
+    assert all(s["environment"]["REDIS_URL"] == "redis+cluster://redis-1:6379"
+               for n, s in services.items() if not n.startswith("redis"))
 
 
 def test_compose_settings_come_from_the_environment() -> None:
@@ -167,4 +185,5 @@ def test_compose_settings_come_from_the_environment() -> None:
     assert api["command"][-2:] == ["--workers", "5"]
     assert api["environment"]["VISTAS_ADMIN_KEYS"] == "k1,k2"
     assert "/srv/photos:/photos:ro" in api["volumes"]
-    assert all(s["environment"]["VISTAS_KEY_PREFIX"] == "shop2" for n, s in config["services"].items() if n != "redis")
+    assert all(s["environment"]["VISTAS_KEY_PREFIX"] == "shop2" for n, s in config["services"].items()
+               if not n.startswith("redis"))

@@ -1,30 +1,30 @@
 """Faults a production deployment meets: a photo that keeps killing its worker, Redis down under API load.
 
 Real processes throughout: workers and a gunicorn API started as users start
-them, a redis-server this test stops and starts. Load is bounded in count and
-time, on loopback only.
+them, a redis-server this test stops and starts (on a 3-master cluster, the
+node holding the catalog's keys). Load is bounded in count and time, on
+loopback only.
 """
 
 from __future__ import annotations
 
 import random
-import shutil
 import socket
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import requests
 from PIL import Image
 
-from indexer.embedded_redis import EmbeddedRedis
 from recommender.model.tagger import Tagger
 from recommender.settings import Settings
 from recommender.store import Store
 from recommender.store.queue import INDEXERS
-from tests.helpers import (build_first_version, free_port, photo_item, start_api, start_worker, stop, tag_only,
-                           wait_for)
+from tests.helpers import (Restartable, build_first_version, free_port, own_redis, photo_item, start_api,
+                           start_worker, stop, tag_only, wait_for)
 
 
 def holder(store: Store, message_id: str) -> str | None:
@@ -33,6 +33,7 @@ def holder(store: Store, message_id: str) -> str | None:
     return pending[0]["consumer"].decode() if pending else None
 
 
+@pytest.mark.cluster
 def test_a_photo_that_keeps_killing_its_worker_ends_in_the_dead_letters(
     settings: Settings, store: Store, tagger: Tagger, tmp_path: Path, worker_log: Path
 ) -> None:
@@ -89,10 +90,15 @@ class Answer:
     key: str | None = None  # what an acknowledged write wrote
 
 
+@pytest.mark.parametrize("kind", ["single", "cluster"])
 def test_redis_down_under_api_load_answers_503_then_recovers_and_loses_no_acknowledged_write(
-    tagger: Tagger, tmp_path: Path
+    tagger: Tagger, tmp_path: Path, kind: str
 ) -> None:
-    server = EmbeddedRedis(tmp_path / "redis", persist=True).start()
+    with own_redis(kind, tmp_path / "redis", "outage") as server:
+        outage(tagger, tmp_path, server)
+
+
+def outage(tagger: Tagger, tmp_path: Path, server: Restartable) -> None:
     settings = Settings(redis_url=server.url, data_dir=tmp_path / "data", key_prefix="outage", n_topics=8)
     store = Store.from_url(server.url, "outage")
     api = None
@@ -171,5 +177,3 @@ def test_redis_down_under_api_load_answers_503_then_recovers_and_loses_no_acknow
     finally:
         if api is not None:
             stop(api)
-        server.stop()
-        shutil.rmtree(tmp_path / "redis", ignore_errors=True)

@@ -14,7 +14,8 @@ import requests
 
 from indexer.ingest import ingest
 from indexer.manifest import Entry, read_catalog
-from indexer.reindex import Reindex, ReindexError, rollback
+from indexer.reindex import Reindex, ReindexError
+from indexer.rollback import rollback
 from indexer.vectors import CurrentModel, Tagged, index_tagged
 from indexer.worker import Worker
 from recommender.app import create_app
@@ -103,6 +104,7 @@ def test_reindex_under_load_answers_every_request_from_one_version(
             assert min(got.values()) >= best_left_out - 1e-3  # and they are its top 5
 
 
+@pytest.mark.cluster
 def test_items_indexed_during_a_reindex_land_in_the_new_version(
     settings: Settings, store: Store, tagger: Tagger, tmp_path: Path
 ) -> None:
@@ -185,6 +187,7 @@ def test_full_reindex_retags_keeps_the_newest_versions_and_rolls_back(
         rollback(settings, store, progress=False)
 
 
+@pytest.mark.cluster
 def test_distributed_reindex_tags_on_the_running_workers(
     settings: Settings, store: Store, tagger: Tagger, tmp_path: Path
 ) -> None:

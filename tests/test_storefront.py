@@ -51,6 +51,7 @@ def ids(response) -> list[str]:
 
 
 # -- item writes -------------------------------------------------------------------------
+@pytest.mark.cluster
 def test_put_json_item_is_queued_and_enqueued(settings: Settings, clock: Clock, tmp_path: Path) -> None:
     root = DEMO / "images"
     client = create_app(settings.with_(image_root=root), clock=clock).test_client()
@@ -115,6 +116,7 @@ def test_put_bad_id_and_bad_json(settings: Settings) -> None:
 
 
 # -- deletes, windows, filters, diversity -------------------------------------------------
+@pytest.mark.cluster
 def test_delete_is_visible_at_once_in_every_process(indexed: Settings, clock: Clock) -> None:
     first, second = (create_app(indexed, clock=clock).test_client() for _ in range(2))
     target = "landmark-eiffeltower_2"
@@ -261,6 +263,7 @@ def test_cold_start_user_gets_popular_items(client: FlaskClient) -> None:
         client.delete(f"/v1/users/{user}")
 
 
+@pytest.mark.cluster
 def test_history_is_capped(settings: Settings) -> None:
     store = Store.from_url(settings.redis_url_or_default, settings.key_prefix)
     store.users.add_events("u", [{"item": f"i{n}", "type": "view", "ts": n} for n in range(50)], [1.0] * 50, cap=20)

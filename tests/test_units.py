@@ -163,10 +163,18 @@ def test_filters_come_from_the_query_string() -> None:
 
 
 # -- the key schema ---------------------------------------------------------------------------------------
-def test_every_key_lives_under_the_prefix() -> None:
+def test_every_key_lives_under_the_prefix_in_the_slot_of_its_tag() -> None:
+    from redis.crc import key_slot
+
     keys = Keys("shop")
     assert (keys.item("a"), keys.events("u"), keys.map(3), keys.queues) == (
-        "shop:item:a", "shop:user:u:events", "shop:map:3", ("shop:ingest", "shop:retag"))
+        "shop:item:{a}", "shop:user:{u}:events", "{shop}:map:3", ("{shop}:ingest", "{shop}:retag"))
     names = [getattr(keys, name) for name, value in vars(Keys).items() if isinstance(value, property)]
     flat = [n for name in names for n in (name if isinstance(name, tuple) else (name,))]
-    assert all(n.startswith("shop:") for n in flat)
+    assert all(n.startswith(("shop:", "{shop}")) for n in flat)
+    catalog = [n for n in flat if n.startswith("{shop}:") and "*" not in n] + [keys.model(2), keys.map(2)]
+    assert {key_slot(n.encode()) for n in catalog} == {key_slot(b"shop")}  # scripts on the catalog: one slot
+    assert key_slot(keys.item("a").encode()) == key_slot(keys.features("a").encode()) == key_slot(b"a")
+    assert keys.user_of(keys.events("u:1")) == "u:1"
+    with pytest.raises(ValueError):
+        Keys("sh{op}")

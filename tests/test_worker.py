@@ -38,6 +38,7 @@ def consumer_pending(store: Store, name: str) -> int:
                if c["name"].decode() == name)
 
 
+@pytest.mark.cluster
 def test_worker_tags_indexes_and_the_api_serves_at_once(
     settings: Settings, store: Store, tagger: Tagger, tmp_path: Path
 ) -> None:
@@ -80,6 +81,7 @@ class Flaky:
         return self.tagger.tag(sources)
 
 
+@pytest.mark.cluster
 def test_a_photo_that_keeps_failing_is_retried_alone_then_dead_lettered(
     settings: Settings, store: Store, tagger: Tagger, tmp_path: Path
 ) -> None:
@@ -127,6 +129,7 @@ def test_sigterm_finishes_the_current_batch_then_exits(
     assert store.workers.running() == []
 
 
+@pytest.mark.cluster
 def test_an_item_written_through_the_api_becomes_recommendable_and_is_gone_at_once_when_deleted(
     settings: Settings, store: Store, tagger: Tagger, tmp_path: Path, worker_log: Path,
     monkeypatch: pytest.MonkeyPatch,

@@ -10,7 +10,7 @@ from recommender.store import Store
 
 def open_store(settings: Settings) -> Store:
     """The configured Redis, pinged: a click error naming the URL when it does not answer."""
-    store = Store.from_url(settings.redis_url_or_default, settings.key_prefix)
+    store = Store.from_settings(settings)
     try:
         store.ping()
     except Exception as exc:  # noqa: BLE001 - turned into a message that says how to fix it

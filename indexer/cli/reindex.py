@@ -6,7 +6,7 @@ import click
 
 from indexer.cli.common import open_store
 from indexer.reindex import Reindex, ReindexError
-from indexer.reindex import rollback as roll_back
+from indexer.rollback import rollback as roll_back
 from recommender.settings import Settings
 
 

@@ -14,13 +14,14 @@ from typing import Any
 
 import numpy as np
 import orjson
-from redis.client import Pipeline
 
-from recommender.store.connection import Part
+from recommender.store.connection import Part, Pipe
 
 ITEM_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 #: The fields that decide eligibility (see recommender.ranking).
 FILTER_FIELDS = ("kind", "category", "starts_at", "ends_at", "status")
+#: Ids per SSCAN round trip when the whole catalog is read.
+ID_PAGE = 1000
 SUMMARY_FIELDS = ("title", "kind", "category", "url", "price", "starts_at", "ends_at", "status", "tags")
 
 
@@ -180,8 +181,13 @@ class Summary:
 class Items(Part):
     """Item hashes, stored features and the set of live ids."""
 
-    def put(self, item: Item, pipeline: Pipeline | None = None) -> int:
-        """Create or replace an item's metadata; returns its numeric id (stable across replaces)."""
+    def put(self, item: Item, catalog: Pipe | None = None) -> int:
+        """Create or replace an item's metadata; returns its numeric id (stable across replaces).
+
+        Two single-slot steps: the item's hash (one transaction), then its id into the catalog's set,
+        queued on ``catalog`` when given (a catalog-slot transaction the caller executes). Rewriting
+        the same item is idempotent, so a write cut between the steps is repaired by retrying it.
+        """
         key = self.keys.item(item.id)
         item.updated_at = time.time()
         num_raw = self.r.hget(key, "num")
@@ -189,9 +195,10 @@ class Items(Part):
             self.r.hsetnx(key, "num", self.r.incr(self.keys.seq))
             num_raw = self.r.hget(key, "num")
         item.num = int(num_raw)
-        with self._pipe(pipeline) as pipe:
+        with self._pipe(None) as pipe:
             pipe.hdel(key, "vector", "reason")
             pipe.hset(key, mapping=item.to_hash())
+        with self._pipe(catalog) as pipe:
             pipe.sadd(self.keys.items, item.id)
         return item.num
 
@@ -229,8 +236,25 @@ class Items(Part):
         return [Summary.from_values(item_id, values) if any(v is not None for v in values) else None
                 for item_id, values in zip(item_ids, pipe.execute())]
 
+    def scan_ids(self, count: int = ID_PAGE) -> Iterator[list[str]]:
+        """Every live id, a page per SSCAN round trip (unordered, and an id may come twice): Redis is never
+        blocked by one reply the size of the catalog."""
+        cursor = 0
+        while True:
+            cursor, page = self.r.sscan(self.keys.items, cursor, count=count)
+            if page:
+                yield [m.decode() for m in page]
+            if not cursor:
+                return
+
     def ids(self) -> list[str]:
-        return sorted(m.decode() for m in self.r.smembers(self.keys.items))
+        """Every live id, sorted (callers sample and chunk it reproducibly), read a page at a time."""
+        return sorted({item_id for page in self.scan_ids() for item_id in page})
+
+    def pages(self, count: int = ID_PAGE) -> Iterator[list[Item]]:
+        """Every live item, a page of ids at a time (unordered, an item may come twice)."""
+        for page in self.scan_ids(count):
+            yield [item for item in self.get_many(page) if item is not None]
 
     def count(self) -> int:
         return int(self.r.scard(self.keys.items))
@@ -243,7 +267,7 @@ class Items(Part):
 
     def mark_indexed(
         self, item_id: str, tags: list[tuple[str, float]], vector: np.ndarray, version: int,
-        features: np.ndarray | None, pipeline: Pipeline | None = None,
+        features: np.ndarray | None, pipeline: Pipe | None = None,
     ) -> None:
         """Give an item its tags and the vector of ``version`` (and keep its features, when given)."""
         with self._pipe(pipeline) as pipe:
@@ -254,7 +278,7 @@ class Items(Part):
             if features is not None:
                 pipe.set(self.keys.features(item_id), float16_bytes(features))
 
-    def mark_failed(self, item_id: str, reason: str, pipeline: Pipeline | None = None) -> None:
+    def mark_failed(self, item_id: str, reason: str, pipeline: Pipe | None = None) -> None:
         with self._pipe(pipeline) as pipe:
             pipe.hset(self.keys.item(item_id), mapping={"status": Status.FAILED, "reason": reason})
 
@@ -264,18 +288,27 @@ class Items(Part):
         if self.r.hget(key, "status") == Status.QUEUED.encode():
             self.r.hset(key, "reason", error)
 
-    def delete(self, item_id: str, pipeline: Pipeline | None = None) -> int | None:
-        """Mark an item deleted (its vector and features go); its number, None if there was no such item."""
+    def delete(self, item_id: str) -> tuple[int, bool] | None:
+        """Mark an item deleted (its vector and features go, in one item-slot transaction): its number and
+        whether it was live before, None if there never was such an item. The catalog's side of a delete
+        (the id set, the announcement) is :meth:`unlist`'s and the caller's, after this step, so that
+        no settle can write the item in between; repeating both on a deleted item is harmless."""
         key = self.keys.item(item_id)
         num, status = self.r.hmget(key, ["num", "status"])
-        if num is None or status == Status.DELETED.encode():
+        if num is None:
             return None
-        with self._pipe(pipeline) as pipe:
+        if status == Status.DELETED.encode():
+            return int(num), False
+        with self._pipe(None) as pipe:
             pipe.hset(key, mapping={"status": Status.DELETED, "updated_at": time.time()})
             pipe.hdel(key, "vector")
-            pipe.srem(self.keys.items, item_id)
             pipe.delete(self.keys.features(item_id))
-        return int(num)
+        return int(num), True
+
+    def unlist(self, item_id: str, pipeline: Pipe | None = None) -> None:
+        """Take a deleted item's id out of the catalog's set (catalog slot)."""
+        with self._pipe(pipeline) as pipe:
+            pipe.srem(self.keys.items, item_id)
 
     def existing(self, item_ids: list[str]) -> list[bool]:
         """Whether each item exists and is not deleted."""
@@ -286,5 +319,9 @@ class Items(Part):
 
     def features_many(self, item_ids: list[str]) -> list[np.ndarray | None]:
         """Stored features (float32), None for items without them."""
-        raws = self.r.mget([self.keys.features(i) for i in item_ids]) if item_ids else []
-        return [from_float16(raw) for raw in raws]
+        if not item_ids:
+            return []
+        pipe = self.r.pipeline(transaction=False)  # not MGET: the keys lie in many slots
+        for item_id in item_ids:
+            pipe.get(self.keys.features(item_id))
+        return [from_float16(raw) for raw in pipe.execute()]

@@ -1,8 +1,9 @@
 """The indexing queue: the ingest and retag streams, read by one consumer group of indexer workers.
 
-A worker settles each message it took in one atomic step (:meth:`Queue.settle`): the item is
-written, the change announced, a reindex's counter moved and the message acknowledged, or none
-of it. Failures also land on the dead letters.
+A worker settles each message it took (:meth:`Queue.settle`): the item is written, then the change
+announced, a reindex's counter moved and the message acknowledged in one atomic catalog step; a
+worker killed in between leaves the message to be settled again, which writes the same item.
+Failures also land on the dead letters.
 """
 
 from __future__ import annotations
@@ -15,10 +16,8 @@ from typing import Any
 
 import numpy as np
 import redis
-from redis.client import Pipeline
 
-from recommender.store.changes import CHANGES_MAXLEN
-from recommender.store.connection import Part, stream_id
+from recommender.store.connection import Client, Part, Pipe, stream_id
 from recommender.store.items import float16_bytes, float32_bytes
 from recommender.store.keys import Keys
 
@@ -79,50 +78,73 @@ class Outcome:
     job: str = ""  # the reindex job a RETAG (or its FAIL) counts toward
 
 
-SETTLE_LUA = """
--- Settle queued photos one by one, each atomically: write the outcome, announce it on the changes
--- stream (failures also on the dead letters), count it for a reindex job, acknowledge the message.
--- 'skip' only acknowledges (and counts) a message whose item is gone.
--- KEYS: version, changes, dead, reindex; then per outcome: stream, item hash, features
--- ARGV: group, consumer, model version used, changes maxlen, dead maxlen;
---       then per outcome: op, message id ('' = none), item id, num, tags or reason, vector, features, job, attempts
-local group, consumer, used, changes_max, dead_max = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+CATALOG_LUA = """
+-- The catalog's half of settling queued photos (one slot: the pointer, the streams, the reindex record).
+-- 'check': which outcomes may be written: 'lost' (another worker claimed the message since), 'stale' (an
+--   index outcome computed with a model that is no longer current), else 'settled'. Writes nothing.
+-- 'commit': for outcomes the item step wrote ('settled') or found gone ('gone'), unless lost or stale by
+--   now: announce the change (failures also on the dead letters), count it for a reindex job, acknowledge.
+-- KEYS: version, changes, dead, reindex; then per outcome: its stream
+-- ARGV: mode, group, consumer, model version used, changes maxlen, dead maxlen;
+--       then per outcome: op, message id ('' = none), item id, num, item step's code, reason, job, attempts
+local mode, group, consumer, used, changes_max, dead_max = unpack(ARGV, 1, 6)
 local current = redis.call('GET', KEYS[1]) or '0'
 local codes = {}
-for i = 0, (#KEYS - 4) / 3 - 1 do
-  local stream, item, feats = KEYS[5 + 3 * i], KEYS[6 + 3 * i], KEYS[7 + 3 * i]
-  local op, msg, id, num, text, vector, features, job, attempts = unpack(ARGV, 6 + 9 * i, 14 + 9 * i)
-  local code = 'settled'
+for i = 0, #KEYS - 5 do
+  local stream = KEYS[5 + i]
+  local op, msg, id, num, code, reason, job, attempts = unpack(ARGV, 7 + 8 * i, 14 + 8 * i)
   if msg ~= '' then
     local entry = redis.call('XPENDING', stream, group, msg, msg, 1)[1]
     if not entry or entry[2] ~= consumer then code = 'lost' end
   end
-  if code == 'settled' and op == 'index' and used ~= current then code = 'stale' end
-  if code == 'settled' then
-    local status = redis.call('HGET', item, 'status')
-    if op == 'skip' or not status or status == 'deleted' then
-      code = 'gone'
-    elseif op == 'fail' then
-      redis.call('HSET', item, 'status', 'failed', 'reason', text)
-      redis.call('HDEL', item, 'vector')
-      redis.call('DEL', feats)
-      redis.call('XADD', KEYS[3], 'MAXLEN', '~', dead_max, '*', 'id', id, 'reason', text, 'attempts', attempts,
+  if code ~= 'lost' and op == 'index' and used ~= current then code = 'stale' end
+  if mode == 'check' then
+    if code ~= 'lost' and code ~= 'stale' then code = 'settled' end
+  elseif code == 'settled' or code == 'gone' then
+    if code == 'settled' and op == 'fail' then
+      redis.call('XADD', KEYS[3], 'MAXLEN', '~', dead_max, '*', 'id', id, 'reason', reason, 'attempts', attempts,
                  'stream', stream, 'consumer', consumer)
       redis.call('XADD', KEYS[2], 'MAXLEN', '~', changes_max, '*', 'op', 'delete', 'id', id, 'num', num)
-    else
-      if op == 'index' then
-        redis.call('HSET', item, 'status', 'indexed', 'reason', '', 'tags', text, 'vector', vector, 'version', current)
-        redis.call('XADD', KEYS[2], 'MAXLEN', '~', changes_max, '*', 'op', 'upsert', 'id', id, 'num', num)
-      else
-        redis.call('HSET', item, 'tags', text, 'retag_job', job)
-      end
-      if features ~= '' then redis.call('SET', feats, features) else redis.call('DEL', feats) end
+    elseif code == 'settled' and op == 'index' then
+      redis.call('XADD', KEYS[2], 'MAXLEN', '~', changes_max, '*', 'op', 'upsert', 'id', id, 'num', num)
     end
     if job ~= '' and redis.call('HGET', KEYS[4], 'job') == job then
       local counter = {settled = 'tagged', gone = 'skipped'}
       redis.call('HINCRBY', KEYS[4], op == 'fail' and code == 'settled' and 'failed' or counter[code], 1)
     end
     if msg ~= '' then redis.call('XACK', stream, group, msg) end
+  end
+  codes[i + 1] = code
+end
+return codes
+"""
+
+ITEM_LUA = """
+-- The items' half of settling: write each outcome into its item, unless the item is gone (never written,
+-- or deleted) or the outcome is 'skip'. Returns 'settled' or 'gone' per outcome. Writing the same outcome
+-- again writes the same values, so a settle retried after a crash is idempotent.
+-- KEYS: per outcome: item hash, features (one slot on a cluster: one item's, or several sharing one)
+-- ARGV: model version used; then per outcome: op, tags or reason, vector, features, job
+local used = ARGV[1]
+local codes = {}
+for i = 0, #KEYS / 2 - 1 do
+  local item, feats = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
+  local op, text, vector, features, job = unpack(ARGV, 2 + 5 * i, 6 + 5 * i)
+  local status = redis.call('HGET', item, 'status')
+  local code = 'settled'
+  if op == 'skip' or not status or status == 'deleted' then
+    code = 'gone'
+  elseif op == 'fail' then
+    redis.call('HSET', item, 'status', 'failed', 'reason', text)
+    redis.call('HDEL', item, 'vector')
+    redis.call('DEL', feats)
+  else
+    if op == 'index' then
+      redis.call('HSET', item, 'status', 'indexed', 'reason', '', 'tags', text, 'vector', vector, 'version', used)
+    else
+      redis.call('HSET', item, 'tags', text, 'retag_job', job)
+    end
+    if features ~= '' then redis.call('SET', feats, features) else redis.call('DEL', feats) end
   end
   codes[i + 1] = code
 end
@@ -143,11 +165,14 @@ return 0
 
 
 class Queue(Part):
-    """The ingest and retag streams and their consumer group."""
+    """The ingest and retag streams and their consumer group; settling trims the changes stream to
+    ``changes_maxlen`` entries as it announces."""
 
-    def __init__(self, client: redis.Redis, keys: Keys):
+    def __init__(self, client: Client, keys: Keys, changes_maxlen: int):
         super().__init__(client, keys)
-        self._settle_script = client.register_script(SETTLE_LUA)
+        self.changes_maxlen = changes_maxlen
+        self._catalog_script = client.register_script(CATALOG_LUA)
+        self._item_script = client.register_script(ITEM_LUA)
         self._keep_script = client.register_script(KEEP_LUA)
 
     def ensure(self) -> None:
@@ -159,7 +184,7 @@ class Queue(Part):
                 if "BUSYGROUP" not in str(exc):
                     raise
 
-    def enqueue(self, item_id: str, pipeline: Pipeline | None = None) -> str | None:
+    def enqueue(self, item_id: str, pipeline: Pipe | None = None) -> str | None:
         """Ask the indexer workers to tag and index an item (stored with ``Items.put``). Returns the
         message id, or None when queued on the caller's pipeline (its reply holds the id)."""
         if pipeline is not None:
@@ -240,30 +265,61 @@ class Queue(Part):
         return [replace(m, deliveries=int(n)) for m, n in zip(messages, counts)]
 
     def settle(self, outcomes: Sequence[Outcome], consumer: str = "", version: int = 0) -> list[Settled]:
-        """Write each outcome, announce it and acknowledge its message, each atomically.
+        """Write each outcome, announce it and acknowledge its message.
 
         One code per outcome: ``SETTLED``; ``GONE`` (the item was deleted: only acknowledged);
-        ``LOST`` (another worker claimed the message meanwhile: nothing done, it settles it);
-        ``STALE`` (an INDEX outcome computed with a topic model ``version`` that is no longer
-        current: nothing done, transform again). A killed worker therefore leaves each message
-        either fully settled or untouched, so a photo is never indexed twice or half.
+        ``LOST`` (another worker claimed the message meanwhile: it settles it); ``STALE`` (an INDEX
+        outcome computed with a topic model ``version`` that is no longer current: transform again).
+
+        Three single-slot steps, so that it runs on a Redis Cluster too: the catalog checks which
+        outcomes may be written (nothing is written for a lost or stale one); the items are written
+        (one script per slot); the catalog announces, counts and acknowledges, checking ownership and
+        the model version again. A worker killed between the steps leaves its messages pending, so
+        another worker settles them again: rewriting an item writes the same values, and a message is
+        announced, counted and acknowledged once, atomically. An item written with a model that a
+        reindex retired meanwhile is reported ``STALE`` and rewritten by the caller before anything
+        announces it. A photo is therefore never indexed twice or half.
         """
         if len(outcomes) > SETTLE_CHUNK:  # bounded script runs: Redis serves others in between
             return [code for start in range(0, len(outcomes), SETTLE_CHUNK)
                     for code in self.settle(outcomes[start:start + SETTLE_CHUNK], consumer, version)]
         if not outcomes:
             return []
+        codes = self._catalog("check", outcomes, [Settled.SETTLED] * len(outcomes), consumer, version)
+        todo = [i for i, code in enumerate(codes) if code == Settled.SETTLED]
+        written = self._write_items([outcomes[i] for i in todo], version)
+        final = self._catalog("commit", [outcomes[i] for i in todo], written, consumer, version)
+        for i, code in zip(todo, final):
+            codes[i] = code
+        return codes
+
+    def _catalog(self, mode: str, outcomes: Sequence[Outcome], codes: Sequence[Settled], consumer: str,
+                 version: int) -> list[Settled]:
+        if not outcomes:
+            return []
         keys = [self.keys.version, self.keys.changes, self.keys.dead, self.keys.reindex]
-        args: list[Any] = [INDEXERS, consumer, version, CHANGES_MAXLEN, DEAD_MAXLEN]
-        for o in outcomes:
+        args: list[Any] = [mode, INDEXERS, consumer, version, self.changes_maxlen, DEAD_MAXLEN]
+        for o, code in zip(outcomes, codes):
             m = o.message
-            keys += [m.stream if m else self.keys.ingest, self.keys.item(o.item_id), self.keys.features(o.item_id)]
-            text = o.reason if o.op == Op.FAIL else json.dumps(o.tags)
-            vector = float32_bytes(o.vector) if o.vector is not None else b""
-            features = float16_bytes(o.features) if o.features is not None else b""
-            args += [o.op, m.id if m else "", o.item_id, o.num, text, vector, features, o.job or (m.job if m else ""),
-                     m.deliveries if m else 1]
-        return [Settled(code.decode()) for code in self._settle_script(keys=keys, args=args)]
+            keys.append(m.stream if m else self.keys.ingest)
+            args += [o.op, m.id if m else "", o.item_id, o.num, code, o.reason if o.op == Op.FAIL else "",
+                     o.job or (m.job if m else ""), m.deliveries if m else 1]
+        return [Settled(code.decode()) for code in self._catalog_script(keys=keys, args=args)]
+
+    def _write_items(self, outcomes: Sequence[Outcome], version: int) -> list[Settled]:
+        codes = [Settled.GONE] * len(outcomes)
+        for group in self._by_slot(self.keys.item(o.item_id) for o in outcomes):
+            keys: list[str] = []
+            args: list[Any] = [version]
+            for o in (outcomes[i] for i in group):
+                keys += [self.keys.item(o.item_id), self.keys.features(o.item_id)]
+                text = o.reason if o.op == Op.FAIL else json.dumps(o.tags)
+                vector = float32_bytes(o.vector) if o.vector is not None else b""
+                features = float16_bytes(o.features) if o.features is not None else b""
+                args += [o.op, text, vector, features, o.job or (o.message.job if o.message else "")]
+            for i, code in zip(group, self._item_script(keys=keys, args=args)):
+                codes[i] = Settled(code.decode())
+        return codes
 
     def keep_claimed(self, consumer: str, messages: Sequence[Message]) -> None:
         """Reset the idle time of the messages ``consumer`` still holds, so that no other worker

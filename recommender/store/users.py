@@ -7,9 +7,8 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from redis.client import Pipeline
 
-from recommender.store.connection import Part
+from recommender.store.connection import Part, Pipe
 
 #: Entries the activity stream keeps (approximately): a few minutes of a busy shop's events, enough for
 #: every API process to catch up between two of its once-a-second reads.
@@ -21,15 +20,14 @@ SCAN_BATCH = 500
 class Users(Part):
     """Per-user event lists, the catalog-wide popularity sorted set and the activity stream."""
 
-    def add_events(
-        self, user_id: str, events: list[dict[str, Any]], weights: list[float], cap: int,
-        pipeline: Pipeline | None = None,
-    ) -> None:
+    def add_events(self, user_id: str, events: list[dict[str, Any]], weights: list[float], cap: int) -> None:
         """Append a user's events (capped to the newest ``cap``), count them toward popularity and
-        announce them, without the user, on the activity stream."""
-        with self._pipe(pipeline) as pipe:
+        announce them, without the user, on the activity stream: the user's list in one transaction
+        (its slot), then the catalog's side in another, so a write cut between them keeps the events."""
+        with self._pipe(None) as pipe:
             pipe.lpush(self.keys.events(user_id), *(json.dumps(e) for e in events))
             pipe.ltrim(self.keys.events(user_id), 0, cap - 1)
+        with self._pipe(None) as pipe:
             for event, weight in zip(events, weights):
                 if weight > 0:  # a dismiss says nothing about popularity
                     pipe.zincrby(self.keys.popularity, weight, event["item"])
@@ -42,7 +40,8 @@ class Users(Part):
 
     def all_events(self, batch: int = SCAN_BATCH) -> Iterator[tuple[str, list[dict[str, Any]]]]:
         """Every user's kept events (newest first), user by user, ``batch`` lists per round trip: SCAN, so
-        memory holds one batch, and users written meanwhile may or may not be seen (as SCAN promises)."""
+        memory holds one batch, and users written meanwhile may or may not be seen (as SCAN promises).
+        A cluster client scans every primary node in turn."""
         keys: list[bytes] = []
         for key in self.r.scan_iter(match=self.keys.user_events_pattern, count=batch):
             keys.append(key)
@@ -59,14 +58,14 @@ class Users(Part):
             if raw:
                 yield self.keys.user_of(key), [json.loads(e) for e in raw]
 
-    def forget(self, user_id: str, pipeline: Pipeline | None = None) -> None:
+    def forget(self, user_id: str, pipeline: Pipe | None = None) -> None:
         with self._pipe(pipeline) as pipe:
             pipe.delete(self.keys.events(user_id))
 
     def popular(self, n: int) -> list[tuple[str, float]]:
         return [(m.decode(), s) for m, s in self.r.zrevrange(self.keys.popularity, 0, n - 1, withscores=True)]
 
-    def drop_item(self, item_id: str, pipeline: Pipeline | None = None) -> None:
+    def drop_item(self, item_id: str, pipeline: Pipe | None = None) -> None:
         """A deleted item leaves the popular list."""
         with self._pipe(pipeline) as pipe:
             pipe.zrem(self.keys.popularity, item_id)
@@ -88,7 +87,7 @@ class Users(Part):
         value = self.r.get(self.keys.user_model)
         return int(value) if value else 0
 
-    def set_model_version(self, version: int, pipeline: Pipeline | None = None) -> None:
+    def set_model_version(self, version: int, pipeline: Pipe | None = None) -> None:
         """Publish user-model ``version``: every API process loads it in the background and swaps it in."""
         with self._pipe(pipeline) as pipe:
             pipe.set(self.keys.user_model, version)

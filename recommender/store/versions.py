@@ -6,9 +6,8 @@ of items placed on a version's map after it was built, and the names merchandise
 from __future__ import annotations
 
 import numpy as np
-from redis.client import Pipeline
 
-from recommender.store.connection import Part
+from recommender.store.connection import Part, Pipe
 from recommender.store.items import float32_bytes
 
 
@@ -19,8 +18,9 @@ class Versions(Part):
         value = self.r.get(self.keys.version)
         return int(value) if value else 0
 
-    def set_current(self, version: int, pipeline: Pipeline | None = None) -> None:
-        """Publish ``version``: every API process loads it and swaps it in between requests."""
+    def set_current(self, version: int, pipeline: Pipe | None = None) -> None:
+        """Publish ``version``: every API process loads it and swaps it in between requests. A reindex
+        flips through its lease instead (:meth:`recommender.store.reindex.Lease.flip`: only while it holds the lock)."""
         with self._pipe(pipeline) as pipe:
             pipe.set(self.keys.version, version)
 
