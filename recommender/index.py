@@ -78,14 +78,8 @@ class TopicIndex:
         self.present[self.item_ids.base_nums()] = True
         self.graph: faiss.IndexIDMap | None = None
         self.changed = np.zeros(0, dtype=np.int64)  # nums upserted since the load, sorted
-
-    @property
-    def ids(self) -> Mapping[int, str]:
-        return self.item_ids.ids
-
-    @property
-    def nums(self) -> Mapping[str, int]:
-        return self.item_ids.nums
+        self.ids: Mapping[int, str] = self.item_ids.ids
+        self.nums: Mapping[str, int] = self.item_ids.nums
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -94,15 +88,10 @@ class TopicIndex:
         return num in self.ids
 
     def _grow(self, top: int) -> None:
-        size = len(self.present)
-        if top < size:
-            return
-        new = max(top + 1, size * 2, 1024)
-        vectors = np.zeros((new, self.dim), dtype=np.float32)
-        vectors[:size] = self.vectors
-        present = np.zeros(new, dtype=bool)
-        present[:size] = self.present
-        self.vectors, self.present = vectors, present
+        """Room for ``top``: past a loaded version's headroom, a copy in this process's memory."""
+        if top >= len(self.present):
+            rows = max(top + 1, len(self.present) * 2, 1024)
+            self.vectors, self.present = columns.padded(self.vectors, rows, 0), columns.padded(self.present, rows, False)
 
     def upsert(self, nums: np.ndarray, ids: list[str], vectors: np.ndarray) -> None:
         nums = np.asarray(nums, dtype=np.int64)
