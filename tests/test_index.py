@@ -14,7 +14,7 @@ from recommender.ranking import Eligibility, Filters
 from recommender.settings import Settings
 from recommender.store import Store
 from recommender.store.changes import Change
-from recommender.columns import SummaryTable
+from recommender.columns import ItemIds, SummaryTable
 from recommender.store.items import Item, Summary, parse_timestamp
 from recommender.versions import TOPICS, VersionStore
 
@@ -281,3 +281,22 @@ def test_summaries_of_items_saved_out_of_number_order(tmp_path: Path) -> None:
     index.save(tmp_path, [Summary.of(Item(id=i, title=f"title {i}")) for i in "abc"])
     table, loaded = SummaryTable.load(tmp_path), TopicIndex.load(tmp_path)
     assert [table.base(i, loaded.nums[i]).fields["title"] for i in "cab"] == ["title c", "title a", "title b"]
+
+
+def test_id_maps_over_the_columns_and_their_overlay(tmp_path: Path) -> None:
+    built = ItemIds.empty()
+    for num, item_id in ((3, "c"), (1, "a"), (2, "b")):
+        built.set(num, item_id)
+    built.save(tmp_path)
+    ids = ItemIds.load(tmp_path)
+    assert dict(ids.ids) == {1: "a", 2: "b", 3: "c"} and ids.nums["b"] == 2 and "z" not in ids.nums
+    ids.set(2, "b")  # as the build had it: no overlay
+    assert not ids.added and not ids.gone
+    ids.remove(2)
+    ids.set(4, "d")
+    assert 2 not in ids.ids and "b" not in ids.nums and ids.nums["d"] == 4 and len(ids) == 3
+    ids.set(2, "b")  # back as the build had it
+    assert ids.ids[2] == "b" and not ids.gone and len(ids) == 4
+    ids.set(5, "a")  # an id given another number leaves its old one
+    assert ids.nums["a"] == 5 and 1 not in ids.ids and sorted(ids.ids) == [2, 3, 4, 5]
+    assert ids.base_nums_of(["c", "x", "a"]) == [3, None, 1]  # the columns' view, overlay aside
