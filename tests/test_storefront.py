@@ -271,6 +271,19 @@ def test_history_is_capped(settings: Settings) -> None:
     assert len(kept) == 20 and kept[0]["item"] == "i49"
 
 
+@pytest.mark.cluster
+def test_bulk_loaders_queue_events_on_their_pipeline(settings: Settings) -> None:
+    """A loader of many users (bench/api.py) sends them in one pipeline; nothing is written before it runs."""
+    store = Store.from_url(settings.redis_url_or_default, settings.key_prefix)
+    pipe = store.r.pipeline(transaction=False)
+    for user in ("bulk-a", "bulk-b"):
+        store.users.add_events(user, [{"item": "i1", "type": "purchase", "ts": 1.0}], [3.0], cap=20, pipeline=pipe)
+    assert store.users.events("bulk-a") == []
+    pipe.execute()
+    assert [e["item"] for e in store.users.events("bulk-b")] == ["i1"]
+    assert store.r.zscore(store.keys.popularity, "i1") == 6.0
+
+
 # -- auth --------------------------------------------------------------------------------
 def test_keys_gate_writes_and_reads(indexed: Settings, clock: Clock) -> None:
     secured = indexed.with_(admin_keys=("admin-secret",), client_keys=("client-secret",))

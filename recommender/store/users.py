@@ -20,14 +20,16 @@ SCAN_BATCH = 500
 class Users(Part):
     """Per-user event lists, the catalog-wide popularity sorted set and the activity stream."""
 
-    def add_events(self, user_id: str, events: list[dict[str, Any]], weights: list[float], cap: int) -> None:
+    def add_events(self, user_id: str, events: list[dict[str, Any]], weights: list[float], cap: int,
+                   pipeline: Pipe | None = None) -> None:
         """Append a user's events (capped to the newest ``cap``), count them toward popularity and
         announce them, without the user, on the activity stream: the user's list in one transaction
-        (its slot), then the catalog's side in another, so a write cut between them keeps the events."""
-        with self._pipe(None) as pipe:
+        (its slot), then the catalog's side in another, so a write cut between them keeps the events.
+        Given a pipeline (a bulk loader's, not transactional), both sides are only queued on it."""
+        with self._pipe(pipeline) as pipe:
             pipe.lpush(self.keys.events(user_id), *(json.dumps(e) for e in events))
             pipe.ltrim(self.keys.events(user_id), 0, cap - 1)
-        with self._pipe(None) as pipe:
+        with self._pipe(pipeline) as pipe:
             for event, weight in zip(events, weights):
                 if weight > 0:  # a dismiss says nothing about popularity
                     pipe.zincrby(self.keys.popularity, weight, event["item"])
