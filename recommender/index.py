@@ -188,6 +188,9 @@ class TopicIndex:
 
     @classmethod
     def load(cls, directory: Path) -> "TopicIndex":
+        if not (directory / VECTORS).is_file():
+            raise FileNotFoundError(f"{directory} holds no {VECTORS}: a version written before versions were "
+                                    "columns; rebuild it with `vistas reindex --reuse-features`")
         vectors = columns.load(directory, VECTORS)
         self = cls(vectors.shape[1], ItemIds.load(directory), vectors)
         if (directory / FAISS_INDEX).is_file():

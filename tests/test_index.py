@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from recommender.columns import ItemIds, SummaryTable
 from recommender.index import EXACT_MAX_ELIGIBLE, GRAPH_MIN_ITEMS, LiveIndex, TopicIndex
 from recommender.ranking import Eligibility, Filters
 from recommender.settings import Settings
 from recommender.store import Store
 from recommender.store.changes import Change
-from recommender.columns import ItemIds, SummaryTable
 from recommender.store.items import Item, Summary, parse_timestamp
 from recommender.versions import TOPICS, VersionStore
 
@@ -300,3 +300,9 @@ def test_id_maps_over_the_columns_and_their_overlay(tmp_path: Path) -> None:
     ids.set(5, "a")  # an id given another number leaves its old one
     assert ids.nums["a"] == 5 and 1 not in ids.ids and sorted(ids.ids) == [2, 3, 4, 5]
     assert ids.base_nums_of(["c", "x", "a"]) == [3, None, 1]  # the columns' view, overlay aside
+
+
+def test_a_version_in_the_old_format_says_how_to_rebuild_it(tmp_path: Path) -> None:
+    (tmp_path / "ids.json").write_text(json.dumps([[1, "a"]]))
+    with pytest.raises(FileNotFoundError, match=r"vistas reindex --reuse-features"):
+        TopicIndex.load(tmp_path)
