@@ -24,7 +24,9 @@ from recommender.settings import _ENV
 REPO = Path(__file__).resolve().parent.parent
 DOCKER = REPO / "docker"
 DOCKERFILES = [DOCKER / "Dockerfile", DOCKER / "Dockerfile.gpu"]
-SETTINGS_VARIABLES = {var for var, _ in _ENV.values()}
+#: What the containers may set: Vistas's settings, and the S3 variables botocore reads for an s3:// store.
+SETTINGS_VARIABLES = {var for var, _ in _ENV.values()} | {"AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
+                                                          "AWS_SECRET_ACCESS_KEY"}
 
 
 def tool(name: str, install: str) -> str:
