@@ -26,19 +26,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
 
+from recommender.users.candidates import CandidateServing
 from recommender.users.collaborative import DAY, DISMISS, EVENT_WEIGHTS, Collaborative, EventLog, confidence_matrix, decay
 from recommender.users.config import (
-    DEFAULT_WEIGHTS, SHARED_TTL_S, SOURCES, THIN_ITEMS, HybridConfig, History, Rec, nearest, power, zscore,
+    DEFAULT_WEIGHTS, SHARED_TTL_S, SOURCES, THIN_ITEMS, HybridConfig, History, Rec, nearest, zscore,
 )
 
 
 @dataclass
-class HybridModel:
+class HybridModel(CandidateServing):
     config: HybridConfig = field(default_factory=HybridConfig)
     weights: dict[str, dict[str, float]] = field(default_factory=lambda: {b: dict(w) for b, w in DEFAULT_WEIGHTS.items()})
     weights_chosen: bool = False
@@ -53,6 +54,7 @@ class HybridModel:
     _proxy: sp.csr_matrix | None = field(default=None, repr=False)
     _cold_cache: tuple | None = field(default=None, repr=False)
     _shared_cache: dict = field(default_factory=dict, repr=False)
+    _windowed: tuple | None = field(default=None, repr=False)
 
     # -- training ---------------------------------------------------------------------
     def fit(
@@ -137,6 +139,8 @@ class HybridModel:
                 raw[s] = values
         eligible = self.eligible(now)[None, :]
         out = {s: zscore(v[None, :], eligible)[0] for s, v in raw.items()}
+        for s in raw:  # best first, for drawing candidates (:mod:`recommender.users.candidates`)
+            out[f"order:{s}"] = np.argsort(-out[s], kind="stable")
         if len(cache) > 256:
             cache.clear()
         cache[key] = out
@@ -207,6 +211,7 @@ class HybridModel:
         self.collaborative.map_content(self.item_vectors)
         self._proxy = None
         self._shared_cache = {}
+        self._content = None
 
     def card(self) -> dict:
         """What to record beside the model (JSON-ready): hyperparameters, blend weights, whether they were chosen."""
@@ -222,6 +227,10 @@ class HybridModel:
 
         joblib.dump(self, path)
 
+    def __getstate__(self) -> dict:
+        """Everything but the content candidates' FAISS index (rebuilt by :meth:`load`)."""
+        return {**self.__dict__, "_content": None}
+
     @staticmethod
     def load(path) -> "HybridModel":
         import joblib
@@ -229,6 +238,8 @@ class HybridModel:
         model = joblib.load(path)
         if not isinstance(model, HybridModel):
             raise TypeError(f"{path} does not hold a HybridModel")
+        if model.n_items:
+            model.content_index()  # built while loading, not at the first request
         return model
 
     @property
@@ -255,10 +266,16 @@ class HybridModel:
         return History(uniq, weights, np.log1p(confidence), np.array(sorted(dismissed), dtype=np.int64), seen)
 
     def eligible(self, now: float) -> np.ndarray:
+        """Items whose sale window is open at ``now`` (a fresh array: callers change it). Only the items with a
+        window are compared (the others are always open)."""
         ok = np.ones(self.n_items, dtype=bool)
-        if self.item_windows is not None:
-            starts, ends = self.item_windows[:, 0], self.item_windows[:, 1]
-            ok &= ~(starts > now) & ~(ends < now)
+        windows = self.item_windows
+        if windows is not None:
+            if self._windowed is None or self._windowed[0] is not windows:
+                rows = np.flatnonzero(np.isfinite(windows).any(axis=1))
+                self._windowed = (windows, rows, windows[rows, 0], windows[rows, 1])
+            _, rows, starts, ends = self._windowed
+            ok[rows] = ~(starts > now) & ~(ends < now)
         return ok
 
     def trending(self, now: float) -> np.ndarray:
@@ -293,12 +310,7 @@ class HybridModel:
         content = np.zeros((n, m), dtype=np.float32)
         for u, h in enumerate(histories):
             if h.n_items:
-                strongest = np.argsort(-h.weights, kind="stable")[:cfg.content_history]
-                items, weights = h.items[strongest], h.weights[strongest]
-                sims = self.item_vectors @ self.item_vectors[items].T
-                np.maximum(sims, 0.0, out=sims)
-                sims = power(sims, cfg.content_power)
-                content[u] = sims @ (weights / weights.sum()).astype(np.float32)
+                content[u] = self._content_at(h, slice(None))
         raw["content"] = content
         # An item nobody has touched yet is new, not unpopular: the sources that need events score it
         # like its nearest items in topic space (:meth:`_new_item_proxy`), so content decides where it lands.
@@ -323,10 +335,10 @@ class HybridModel:
         out["eligible"] = eligible
         return out
 
-    def dismiss_push(self, dismissed: np.ndarray) -> np.ndarray:
-        """How far each item is pushed down for a user who dismissed ``dismissed`` (the closest one counts)."""
+    def dismiss_push(self, dismissed: np.ndarray, items: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """How far each of ``items`` is pushed down for a user who dismissed ``dismissed`` (the closest counts)."""
         cfg = self.config
-        sims = (self.item_vectors @ self.item_vectors[dismissed].T).max(axis=1)
+        sims = (self.item_vectors[items] @ self.item_vectors[dismissed].T).max(axis=1)
         return (cfg.dismiss_penalty * np.maximum(sims - cfg.dismiss_floor, 0.0) / (1.0 - cfg.dismiss_floor)
                 ).astype(np.float32)
 
@@ -339,56 +351,3 @@ class HybridModel:
         w = np.array([[weights[b].get(s, 0.0) for s in SOURCES] for b in buckets], dtype=np.float32)
         total = sum(w[:, j:j + 1] * sources[s] for j, s in enumerate(SOURCES)) - sources["penalty"]
         return np.where(sources["eligible"], total, -np.inf)
-
-    def recommend(self, history_events: Sequence[Mapping], k: int, exclude: Iterable[int] = (),
-                  now: float | None = None, allowed: np.ndarray | None = None) -> list[Rec]:
-        """Top ``k`` items for one user, never a seen, dismissed or excluded item, each with its source.
-
-        ``allowed``: a boolean mask over item indexes (a client's filters); items past its end are left out."""
-        now = float(now if now is not None else time.time())
-        h = self.history(history_events, now)
-        excluded = np.fromiter((int(i) for i in exclude), dtype=np.int64)
-        excluded = excluded[(excluded >= 0) & (excluded < self.n_items)]
-        h = replace(h, seen=np.union1d(h.seen, excluded))
-        sources = self.source_scores([h], [now])
-        bucket = self.bucket(h)
-        scores = self.blend(sources, [bucket])[0]
-        if allowed is not None:
-            keep = np.zeros(self.n_items, dtype=bool)
-            keep[:min(len(allowed), self.n_items)] = allowed[:self.n_items]
-            scores[~keep] = -np.inf
-        k = min(k, int(np.isfinite(scores).sum()))
-        if k <= 0:
-            return []
-        top = np.argpartition(-scores, k - 1)[:k]
-        top = top[np.argsort(-scores[top], kind="stable")]
-        cache: dict[str, np.ndarray] = {}
-        return [Rec(int(i), float(scores[i]), *self._reason(h, sources, bucket, int(i), top, cache)) for i in top]
-
-    def _reason(self, h: History, sources: Mapping[str, np.ndarray], bucket: str, item: int,
-                top: np.ndarray, cache: dict[str, np.ndarray]) -> tuple[str, int | None]:
-        """The source whose weighted z-score adds most, and the history item behind a personal source
-        (``cache``: per source, history x ``top`` pulls, computed once for all the results)."""
-        w = self.weights[bucket]
-        contributions = {s: w.get(s, 0.0) * float(sources[s][0, item]) for s in SOURCES}
-        source = max(contributions, key=contributions.get)
-        new = self.collaborative.interactions[item] == 0
-        if new and (source in ("knn", "sequence") or (source in ("trending", "popular") and not self.popularity[item])):
-            source = "content"  # those scores were borrowed from its nearest items in topic space
-        if not h.n_items or contributions[source] <= 0:
-            return ("popular" if source != "trending" or contributions[source] <= 0 else "trending"), None
-        if source in ("trending", "popular"):
-            return source, None
-        kind = source
-        if kind not in cache:
-            if kind == "content":
-                pull = self.item_vectors[h.items] @ self.item_vectors[top].T
-            elif kind == "als":  # the history item nearest in factor space
-                f = self.collaborative.item_factors
-                pull = f[h.items] @ f[top].T
-            else:
-                m = self.collaborative.similarity if kind == "knn" else self.collaborative.transitions
-                pull = np.asarray(m[h.items][:, top].todense())
-            cache[kind] = pull * h.weights[:, None]
-        column = int(np.flatnonzero(top == item)[0])
-        return source, int(h.items[int(np.argmax(cache[kind][:, column]))])
