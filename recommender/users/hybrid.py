@@ -1,6 +1,8 @@
 """The hybrid user recommender: several candidate sources, one scored blend whose weights are data.
 
-Sources, each scored over every eligible item and z-normalised per user:
+Sources, each z-normalised per user over the items the user may get (:meth:`HybridModel.source_scores`
+scores every item, for tuning; :meth:`HybridModel.recommend` scores candidates only and normalises the same
+way, see :mod:`recommender.users.candidates`):
 
 * ``als``: ALS factors (``implicit``), the user folded in from the request-time history;
 * ``knn``: item-item cosine (co-occurrence) from the user's history items, recent ones weighing more;
