@@ -48,6 +48,8 @@ def clustered(n_items: int, n_users: int, n_events: int, seed: int = 0):
     windows = np.full((n_items, 2), np.nan)
     windows[::4] = NOW - DAY, NOW + DAY
     windows[::40] = NOW - 2 * DAY, NOW - DAY
+    windows[3::50] = np.inf, -np.inf  # not served (how train-users marks a number without an item)
+    windows[5::50] = -np.inf, np.inf
     histories = []
     for u in range(60):
         size = (1, 3, 5, 12, 30)[u % 5]
@@ -76,7 +78,7 @@ def small():
 
 @pytest.fixture(scope="module")
 def large():
-    return clustered(2 * candidates.STAT_SAMPLE, 1500, 30000, seed=1)
+    return clustered(2 * max(candidates.EXACT_MAX_ITEMS, candidates.STAT_SAMPLE), 1500, 30000, seed=1)
 
 
 def test_small_catalogs_rank_exactly_as_the_dense_path(small):
@@ -88,6 +90,14 @@ def test_small_catalogs_rank_exactly_as_the_dense_path(small):
         got = np.array([r.score for r in recs])
         np.testing.assert_allclose(got, np.sort(want)[::-1][:10], rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(want[[r.item for r in recs]], got, rtol=1e-4, atol=1e-4)
+
+
+def test_only_open_windows_are_eligible(small):
+    model, _ = small
+    eligible = model.eligible(NOW)
+    rows = np.arange(model.n_items)
+    closed = ((rows % 40 == 0) | (rows % 50 == 3)) & (rows % 50 != 5)
+    assert not eligible[closed].any() and eligible[~closed].all()
 
 
 def test_a_narrow_filter_still_gets_k_allowed_items(small):

@@ -42,8 +42,8 @@ PER_QUERY_MIN = 20
 #: History items that ask the content index, strongest first, one per IVF list (neighbours in one list overlap).
 MAX_QUERIES = 8
 #: Items over which content's mean and deviation are taken: all of them up to this many, a fixed sample beyond
-#: (about a 3% error on the deviation: the blend weights are chosen on a grid of factors of 2).
-STAT_SAMPLE = 4096
+#: (a few percent of error on the deviation, where the blend weights are chosen on a grid of factors of 2).
+STAT_SAMPLE = 2048
 #: Up to this many items content candidates come from an exact scan; beyond, from an IVF index (FAISS) of
 #: ``sqrt(n)`` lists, :data:`NPROBE` of them visited (100k clustered items, 256 lists: recall@25 0.98 at 8, 0.85
 #: at 4; an exact scan of 20 queries costs 1.4 ms there).

@@ -269,12 +269,14 @@ class HybridModel(CandidateServing):
 
     def eligible(self, now: float) -> np.ndarray:
         """Items whose sale window is open at ``now`` (a fresh array: callers change it). Only the items with a
-        window are compared (the others are always open)."""
+        bound are compared: a start of nan or -inf and an end of nan or inf is always open; (inf, -inf), an item
+        not served, never is."""
         ok = np.ones(self.n_items, dtype=bool)
         windows = self.item_windows
         if windows is not None:
             if self._windowed is None or self._windowed[0] is not windows:
-                rows = np.flatnonzero(np.isfinite(windows).any(axis=1))
+                starts, ends = windows[:, 0], windows[:, 1]
+                rows = np.flatnonzero(~((np.isnan(starts) | (starts == -np.inf)) & (np.isnan(ends) | (ends == np.inf))))
                 self._windowed = (windows, rows, windows[rows, 0], windows[rows, 1])
             _, rows, starts, ends = self._windowed
             ok[rows] = ~(starts > now) & ~(ends < now)
