@@ -115,13 +115,16 @@ class HybridModel(CandidateServing):
         self._proxy = new.tocsr()
         return self._proxy
 
-    def _cold(self) -> tuple[np.ndarray, sp.csr_matrix]:
-        """The items without training interactions and their proxy rows, sliced once per proxy (not per request)."""
+    def _cold(self) -> tuple[np.ndarray, sp.csr_matrix, sp.csr_matrix]:
+        """The items without training interactions, their proxy rows, and those rows transposed (known item ->
+        the new items that borrow from it: one user's sparse scores reach them without a pass over every new
+        item); sliced once per proxy, not per request."""
         proxy = self._new_item_proxy()
         if self._cold_cache is None or self._cold_cache[0] is not proxy:
             cold = np.flatnonzero(np.diff(proxy.indptr))
-            self._cold_cache = (proxy, cold, proxy[cold])
-        return self._cold_cache[1], self._cold_cache[2]
+            rows = proxy[cold]
+            self._cold_cache = (proxy, cold, rows, rows.T.tocsr())
+        return self._cold_cache[1:]
 
     def _shared_scores(self, now: float) -> dict[str, np.ndarray]:
         """The sources that do not depend on the user, z-scored over the items whose window is open at ``now``:
@@ -133,7 +136,7 @@ class HybridModel(CandidateServing):
         raw = {"trending": np.log1p(self.trending(now)), "popular": np.log1p(self.popularity)}
         proxy = self._new_item_proxy()
         if proxy.nnz:
-            cold, _ = self._cold()
+            cold, _, _ = self._cold()
             no_events = cold[self.popularity[cold] == 0]
             for s in raw:
                 values = raw[s].astype(np.float64, copy=True)
@@ -318,7 +321,7 @@ class HybridModel(CandidateServing):
         raw["content"] = content
         # An item nobody has touched yet is new, not unpopular: the sources that need events score it
         # like its nearest items in topic space (:meth:`_new_item_proxy`), so content decides where it lands.
-        cold, rows = self._cold()
+        cold, rows, _ = self._cold()
         if len(cold):
             for s in ("knn", "sequence"):
                 raw[s][:, cold] = np.asarray((rows @ raw[s].T).T)
