@@ -60,7 +60,6 @@ class ContentIndex:
         import faiss
 
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        self.vectors = vectors
         dim = vectors.shape[1]
         self.quantizer: faiss.Index | None = None
         if len(vectors) <= EXACT_MAX_ITEMS:
@@ -71,29 +70,28 @@ class ContentIndex:
             self.index.train(vectors)
             self.index.nprobe = NPROBE
         self.lists = np.zeros(0, dtype=np.int64)
-        self.add(vectors, first=True)
+        self.add(vectors)
 
     @property
     def size(self) -> int:
         return len(self.lists)
 
-    def add(self, vectors: np.ndarray, first: bool = False) -> None:
+    def add(self, vectors: np.ndarray) -> None:
         """Items appended to the model (indexed after training): they are candidates at once."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if not first:
-            self.vectors = np.vstack([self.vectors, vectors])
         self.index.add(vectors)
         lists = (self.quantizer.search(vectors, 1)[1][:, 0] if self.quantizer is not None
                  else np.arange(self.size, self.size + len(vectors)))
         self.lists = np.concatenate([self.lists, lists])
 
-    def near(self, items: np.ndarray, total: int) -> np.ndarray:
-        """About ``total`` items nearest to ``items`` (strongest first), shared among them; items in one IVF list
-        have the same neighbours, so only the strongest of each list (at most :data:`MAX_QUERIES`) asks."""
+    def near(self, items: np.ndarray, vectors: np.ndarray, total: int) -> np.ndarray:
+        """About ``total`` items nearest to ``items`` (strongest first; ``vectors``: theirs), shared among them;
+        items in one IVF list have the same neighbours, so only the strongest of each (at most
+        :data:`MAX_QUERIES`) asks."""
         _, first = np.unique(self.lists[items], return_index=True)
-        queries = items[np.sort(first)][:MAX_QUERIES]
-        k = min(max(PER_QUERY_MIN, total // len(queries)), self.size)
-        _, found = self.index.search(self.vectors[queries], k)
+        asking = np.sort(first)[:MAX_QUERIES]
+        k = min(max(PER_QUERY_MIN, total // len(asking)), self.size)
+        _, found = self.index.search(np.ascontiguousarray(vectors[asking], dtype=np.float32), k)
         return np.unique(found[found >= 0])
 
 
@@ -256,7 +254,7 @@ class CandidateServing:
             pick = nonzero[valid[nonzero]]
             drawn.append(_top(dense[pick], pick, PER_SOURCE))
         strongest = np.argsort(-h.weights, kind="stable")[:cfg.content_history]
-        near = self.content_index().near(h.items[strongest], CONTENT_CANDIDATES)
+        near = self.content_index().near(h.items[strongest], self.item_vectors[h.items[strongest]], CONTENT_CANDIDATES)
         drawn.append(near[valid[near]])
         sample = self._stat_sample()
         inside = sample[may[sample]]
