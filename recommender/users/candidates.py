@@ -183,8 +183,8 @@ class CandidateServing:
                 np.random.default_rng(0).choice(n, STAT_SAMPLE, replace=False)))
         return self._sample[1]
 
-    def recommend(self, history_events: Sequence[Mapping], k: int, exclude: Iterable[int] = (), now: float | None = None,
-                  allowed: np.ndarray | None = None) -> list[Rec]:
+    def recommend(self, history_events: Sequence[Mapping], k: int, exclude: Iterable[int] = (),
+                  now: float | None = None, allowed: np.ndarray | None = None) -> list[Rec]:
         """Top ``k`` items for one user, never a seen, dismissed or excluded item, each with its source.
 
         ``allowed``: a boolean mask over item indexes (a client's filters); items past its end are left out."""
