@@ -108,10 +108,25 @@ def read_from_store(events: EventLog) -> float:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def scale(n_users: int, n_events: int, n_items: int, requests: int = 200, seed: int = 0,
-          through_store: bool = True) -> None:
-    """Training time and request latency of the hybrid on synthetic clustered events (one thread), and the
-    time ``train-users`` takes to read that many events back from Redis."""
+@dataclass
+class Synthetic:
+    """Clustered synthetic events: each user has a taste (one of 100 clusters) and 70% of their events in it."""
+
+    events: EventLog
+    vectors: np.ndarray
+    windows: np.ndarray  # a quarter of the items are sales, open for 30 days either side of ``now``
+    by_cluster: list[np.ndarray]
+    taste: np.ndarray
+    now: float
+
+    def history(self, rng: np.random.Generator, n_users: int, size: int = 20) -> list[dict]:
+        """A request-time history of ``size`` clicks in a random user's taste cluster, the last hour."""
+        u = int(rng.integers(0, n_users))
+        return [{"item": int(i), "type": "click", "ts": self.now - 3600 + j}
+                for j, i in enumerate(rng.choice(self.by_cluster[self.taste[u]], size))]
+
+
+def synthetic(n_users: int, n_events: int, n_items: int, seed: int = 0) -> Synthetic:
     rng = np.random.default_rng(seed)
     clusters = 100
     item_cluster = rng.integers(0, clusters, n_items)
@@ -129,10 +144,21 @@ def scale(n_users: int, n_events: int, n_items: int, requests: int = 200, seed: 
     kinds = rng.choice(["view", "click", "add_to_cart", "purchase"], n_events, p=[0.6, 0.25, 0.1, 0.05])
     now = 1.7e9
     ts = now - rng.uniform(0, 90, n_events) * DAY
-    events = EventLog(users, items, kinds, ts)
     vectors = np.abs(rng.normal(0, 0.2, (n_items, 30))).astype(np.float32)
     vectors[np.arange(n_items), item_cluster % 30] += 1.0
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    windows = np.full((n_items, 2), np.nan)
+    windows[::4] = now - 30 * DAY, now + 30 * DAY
+    return Synthetic(EventLog(users, items, kinds, ts), vectors, windows, by_cluster, taste, now)
+
+
+def scale(n_users: int, n_events: int, n_items: int, requests: int = 200, seed: int = 0,
+          through_store: bool = True) -> None:
+    """Training time and request latency of the hybrid on synthetic clustered events (one thread), and the
+    time ``train-users`` takes to read that many events back from Redis."""
+    data = synthetic(n_users, n_events, n_items, seed)
+    events, vectors, now = data.events, data.vectors, data.now
+    rng = np.random.default_rng(seed + 1)
     if through_store:
         read = read_from_store(events)
         print(f"train-users' read: {n_events} events of {n_users} users back from Redis (SCAN, {SCAN_BATCH} lists a "
@@ -146,9 +172,7 @@ def scale(n_users: int, n_events: int, n_items: int, requests: int = 200, seed: 
           f"({col.nbytes() / n_items:.0f} bytes per item; users are folded in, none stored)")
     latencies = []
     for r in range(requests):
-        u = int(rng.integers(0, n_users))
-        hist = [{"item": int(i), "type": "click", "ts": now - 3600 + j}
-                for j, i in enumerate(rng.choice(by_cluster[taste[u]], 20))]
+        hist = data.history(rng, n_users)
         t = time.perf_counter()
         model.recommend(hist, 10, now=now)
         latencies.append(time.perf_counter() - t)

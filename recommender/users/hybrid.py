@@ -1,6 +1,8 @@
 """The hybrid user recommender: several candidate sources, one scored blend whose weights are data.
 
-Sources, each scored over every eligible item and z-normalised per user:
+Sources, each z-normalised per user over the items the user may get (:meth:`HybridModel.source_scores`
+scores every item, for tuning; :meth:`HybridModel.recommend` scores candidates only and normalises the same
+way, see :mod:`recommender.users.candidates`):
 
 * ``als``: ALS factors (``implicit``), the user folded in from the request-time history;
 * ``knn``: item-item cosine (co-occurrence) from the user's history items, recent ones weighing more;
@@ -26,19 +28,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
 
+from recommender.users.candidates import CandidateServing
 from recommender.users.collaborative import DAY, DISMISS, EVENT_WEIGHTS, Collaborative, EventLog, confidence_matrix, decay
 from recommender.users.config import (
-    DEFAULT_WEIGHTS, SHARED_TTL_S, SOURCES, THIN_ITEMS, HybridConfig, History, Rec, nearest, power, zscore,
+    DEFAULT_WEIGHTS, SHARED_TTL_S, SOURCES, THIN_ITEMS, HybridConfig, History, Rec, nearest, zscore,
 )
 
 
 @dataclass
-class HybridModel:
+class HybridModel(CandidateServing):
     config: HybridConfig = field(default_factory=HybridConfig)
     weights: dict[str, dict[str, float]] = field(default_factory=lambda: {b: dict(w) for b, w in DEFAULT_WEIGHTS.items()})
     weights_chosen: bool = False
@@ -53,6 +56,7 @@ class HybridModel:
     _proxy: sp.csr_matrix | None = field(default=None, repr=False)
     _cold_cache: tuple | None = field(default=None, repr=False)
     _shared_cache: dict = field(default_factory=dict, repr=False)
+    _windowed: tuple | None = field(default=None, repr=False)
 
     # -- training ---------------------------------------------------------------------
     def fit(
@@ -111,13 +115,16 @@ class HybridModel:
         self._proxy = new.tocsr()
         return self._proxy
 
-    def _cold(self) -> tuple[np.ndarray, sp.csr_matrix]:
-        """The items without training interactions and their proxy rows, sliced once per proxy (not per request)."""
+    def _cold(self) -> tuple[np.ndarray, sp.csr_matrix, sp.csr_matrix]:
+        """The items without training interactions, their proxy rows, and those rows transposed (known item ->
+        the new items that borrow from it: one user's sparse scores reach them without a pass over every new
+        item); sliced once per proxy, not per request."""
         proxy = self._new_item_proxy()
         if self._cold_cache is None or self._cold_cache[0] is not proxy:
             cold = np.flatnonzero(np.diff(proxy.indptr))
-            self._cold_cache = (proxy, cold, proxy[cold])
-        return self._cold_cache[1], self._cold_cache[2]
+            rows = proxy[cold]
+            self._cold_cache = (proxy, cold, rows, rows.T.tocsr())
+        return self._cold_cache[1:]
 
     def _shared_scores(self, now: float) -> dict[str, np.ndarray]:
         """The sources that do not depend on the user, z-scored over the items whose window is open at ``now``:
@@ -129,7 +136,7 @@ class HybridModel:
         raw = {"trending": np.log1p(self.trending(now)), "popular": np.log1p(self.popularity)}
         proxy = self._new_item_proxy()
         if proxy.nnz:
-            cold, _ = self._cold()
+            cold, _, _ = self._cold()
             no_events = cold[self.popularity[cold] == 0]
             for s in raw:
                 values = raw[s].astype(np.float64, copy=True)
@@ -137,6 +144,8 @@ class HybridModel:
                 raw[s] = values
         eligible = self.eligible(now)[None, :]
         out = {s: zscore(v[None, :], eligible)[0] for s, v in raw.items()}
+        for s in raw:  # best first, for drawing candidates (:mod:`recommender.users.candidates`)
+            out[f"order:{s}"] = np.argsort(-out[s], kind="stable")
         if len(cache) > 256:
             cache.clear()
         cache[key] = out
@@ -207,6 +216,7 @@ class HybridModel:
         self.collaborative.map_content(self.item_vectors)
         self._proxy = None
         self._shared_cache = {}
+        self._content = None
 
     def card(self) -> dict:
         """What to record beside the model (JSON-ready): hyperparameters, blend weights, whether they were chosen."""
@@ -222,6 +232,10 @@ class HybridModel:
 
         joblib.dump(self, path)
 
+    def __getstate__(self) -> dict:
+        """Everything but the content candidates' FAISS index (rebuilt by :meth:`load`)."""
+        return {**self.__dict__, "_content": None}
+
     @staticmethod
     def load(path) -> "HybridModel":
         import joblib
@@ -229,6 +243,8 @@ class HybridModel:
         model = joblib.load(path)
         if not isinstance(model, HybridModel):
             raise TypeError(f"{path} does not hold a HybridModel")
+        if model.n_items:
+            model.content_index()  # built while loading, not at the first request
         return model
 
     @property
@@ -255,10 +271,18 @@ class HybridModel:
         return History(uniq, weights, np.log1p(confidence), np.array(sorted(dismissed), dtype=np.int64), seen)
 
     def eligible(self, now: float) -> np.ndarray:
+        """Items whose sale window is open at ``now`` (a fresh array: callers change it). Only the items with a
+        bound are compared: a start of nan or -inf and an end of nan or inf is always open; (inf, -inf), an item
+        not served, never is."""
         ok = np.ones(self.n_items, dtype=bool)
-        if self.item_windows is not None:
-            starts, ends = self.item_windows[:, 0], self.item_windows[:, 1]
-            ok &= ~(starts > now) & ~(ends < now)
+        windows = self.item_windows
+        if windows is not None:
+            if self._windowed is None or self._windowed[0] is not windows:
+                starts, ends = windows[:, 0], windows[:, 1]
+                rows = np.flatnonzero(~((np.isnan(starts) | (starts == -np.inf)) & (np.isnan(ends) | (ends == np.inf))))
+                self._windowed = (windows, rows, windows[rows, 0], windows[rows, 1])
+            _, rows, starts, ends = self._windowed
+            ok[rows] = ~(starts > now) & ~(ends < now)
         return ok
 
     def trending(self, now: float) -> np.ndarray:
@@ -293,16 +317,11 @@ class HybridModel:
         content = np.zeros((n, m), dtype=np.float32)
         for u, h in enumerate(histories):
             if h.n_items:
-                strongest = np.argsort(-h.weights, kind="stable")[:cfg.content_history]
-                items, weights = h.items[strongest], h.weights[strongest]
-                sims = self.item_vectors @ self.item_vectors[items].T
-                np.maximum(sims, 0.0, out=sims)
-                sims = power(sims, cfg.content_power)
-                content[u] = sims @ (weights / weights.sum()).astype(np.float32)
+                content[u] = self._content_at(h, slice(None))
         raw["content"] = content
         # An item nobody has touched yet is new, not unpopular: the sources that need events score it
         # like its nearest items in topic space (:meth:`_new_item_proxy`), so content decides where it lands.
-        cold, rows = self._cold()
+        cold, rows, _ = self._cold()
         if len(cold):
             for s in ("knn", "sequence"):
                 raw[s][:, cold] = np.asarray((rows @ raw[s].T).T)
@@ -323,10 +342,10 @@ class HybridModel:
         out["eligible"] = eligible
         return out
 
-    def dismiss_push(self, dismissed: np.ndarray) -> np.ndarray:
-        """How far each item is pushed down for a user who dismissed ``dismissed`` (the closest one counts)."""
+    def dismiss_push(self, dismissed: np.ndarray, items: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """How far each of ``items`` is pushed down for a user who dismissed ``dismissed`` (the closest counts)."""
         cfg = self.config
-        sims = (self.item_vectors @ self.item_vectors[dismissed].T).max(axis=1)
+        sims = (self.item_vectors[items] @ self.item_vectors[dismissed].T).max(axis=1)
         return (cfg.dismiss_penalty * np.maximum(sims - cfg.dismiss_floor, 0.0) / (1.0 - cfg.dismiss_floor)
                 ).astype(np.float32)
 
@@ -339,56 +358,3 @@ class HybridModel:
         w = np.array([[weights[b].get(s, 0.0) for s in SOURCES] for b in buckets], dtype=np.float32)
         total = sum(w[:, j:j + 1] * sources[s] for j, s in enumerate(SOURCES)) - sources["penalty"]
         return np.where(sources["eligible"], total, -np.inf)
-
-    def recommend(self, history_events: Sequence[Mapping], k: int, exclude: Iterable[int] = (),
-                  now: float | None = None, allowed: np.ndarray | None = None) -> list[Rec]:
-        """Top ``k`` items for one user, never a seen, dismissed or excluded item, each with its source.
-
-        ``allowed``: a boolean mask over item indexes (a client's filters); items past its end are left out."""
-        now = float(now if now is not None else time.time())
-        h = self.history(history_events, now)
-        excluded = np.fromiter((int(i) for i in exclude), dtype=np.int64)
-        excluded = excluded[(excluded >= 0) & (excluded < self.n_items)]
-        h = replace(h, seen=np.union1d(h.seen, excluded))
-        sources = self.source_scores([h], [now])
-        bucket = self.bucket(h)
-        scores = self.blend(sources, [bucket])[0]
-        if allowed is not None:
-            keep = np.zeros(self.n_items, dtype=bool)
-            keep[:min(len(allowed), self.n_items)] = allowed[:self.n_items]
-            scores[~keep] = -np.inf
-        k = min(k, int(np.isfinite(scores).sum()))
-        if k <= 0:
-            return []
-        top = np.argpartition(-scores, k - 1)[:k]
-        top = top[np.argsort(-scores[top], kind="stable")]
-        cache: dict[str, np.ndarray] = {}
-        return [Rec(int(i), float(scores[i]), *self._reason(h, sources, bucket, int(i), top, cache)) for i in top]
-
-    def _reason(self, h: History, sources: Mapping[str, np.ndarray], bucket: str, item: int,
-                top: np.ndarray, cache: dict[str, np.ndarray]) -> tuple[str, int | None]:
-        """The source whose weighted z-score adds most, and the history item behind a personal source
-        (``cache``: per source, history x ``top`` pulls, computed once for all the results)."""
-        w = self.weights[bucket]
-        contributions = {s: w.get(s, 0.0) * float(sources[s][0, item]) for s in SOURCES}
-        source = max(contributions, key=contributions.get)
-        new = self.collaborative.interactions[item] == 0
-        if new and (source in ("knn", "sequence") or (source in ("trending", "popular") and not self.popularity[item])):
-            source = "content"  # those scores were borrowed from its nearest items in topic space
-        if not h.n_items or contributions[source] <= 0:
-            return ("popular" if source != "trending" or contributions[source] <= 0 else "trending"), None
-        if source in ("trending", "popular"):
-            return source, None
-        kind = source
-        if kind not in cache:
-            if kind == "content":
-                pull = self.item_vectors[h.items] @ self.item_vectors[top].T
-            elif kind == "als":  # the history item nearest in factor space
-                f = self.collaborative.item_factors
-                pull = f[h.items] @ f[top].T
-            else:
-                m = self.collaborative.similarity if kind == "knn" else self.collaborative.transitions
-                pull = np.asarray(m[h.items][:, top].todense())
-            cache[kind] = pull * h.weights[:, None]
-        column = int(np.flatnonzero(top == item)[0])
-        return source, int(h.items[int(np.argmax(cache[kind][:, column]))])
