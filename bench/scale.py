@@ -6,7 +6,9 @@ quarter of them flash sales with windows) and version 1 is written as a build wr
 (memory-mapped columns, an HNSW graph from 20k items). Then, each a median over rounds:
 
 * **start-up**: seconds from launching `vistas serve` (one worker) to `/readyz` answering
-  200, and the load of the version alone inside a process (`LiveIndex`'s first sync);
+  200, and the load of the version alone inside a process (`LiveIndex`'s first sync); and
+  the same start-up from S3 (the version uploaded to the suite's own SeaweedFS server, `weed
+  mini` on loopback, and a replica with an empty data directory, which downloads it first);
 * **memory**: RSS, PSS and USS (private pages) of each of two gunicorn workers after both
   served `similar`, from ``/proc/PID/smaps_rollup``: a first worker costs its RSS, an extra
   one its USS (the mapped version is shared through the page cache);
@@ -19,7 +21,7 @@ quarter of them flash sales with windows) and version 1 is written as a build wr
 
 Every figure is printed with its ratio to the previous size's and to the first size's
 (1.0 = flat, the size ratio = linear). Targets at 1M: ready in <= 5 s, <= 300 MB USS per
-extra worker, `similar` >= 0.6 of `/healthz` with p99 < 20 ms.
+extra worker, `similar` >= 0.6 of `/healthz` with p99 < 20 ms, ready in <= 15 s from S3.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import http.client
 import json
 import logging
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -46,7 +49,11 @@ from recommender.index import LiveIndex, TopicIndex
 from recommender.settings import Settings
 from recommender.store import Store
 from recommender.store.items import Item, Status, Summary
-from recommender.versions import TOPICS, VersionStore
+from recommender.objects import ObjectStore
+from recommender.versions import MANIFEST, TOPICS, VersionStore
+
+sys.path.append(str(Path(__file__).resolve().parent.parent))
+from tests.s3 import BUCKET, weed_mini  # noqa: E402 - the suite's own S3 server, on loopback only
 
 PREFIX = "bench-scale"
 DIM = 30
@@ -106,6 +113,29 @@ def stop(server: subprocess.Popen) -> None:
     server.wait(30)
 
 
+def s3_starts(size: int, data_dir: Path, env: dict[str, str], args: argparse.Namespace, work: Path) -> float:
+    """Median seconds to `/readyz` of one worker on an empty data directory, version 1 in S3 only."""
+    url = f"s3://{BUCKET}/scale-{size}"
+    (work / f"s3-{size}").mkdir()
+    with weed_mini(work / f"s3-{size}") as s3:
+        saved = {k: os.environ.get(k) for k in s3}
+        os.environ.update(s3)  # botocore reads the endpoint and the keys from the environment, as deployments set them
+        try:
+            files = VersionStore(data_dir)
+            ObjectStore(url).upload(files.path(1), files.key(1), last=MANIFEST)
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+        starts = []
+        for i in range(args.starts):
+            empty = work / f"replica-{size}-{i}"
+            server, seconds = serve({**env, **s3, "VISTAS_STORE_URL": url, "VISTAS_DATA_DIR": str(empty)}, 1)
+            starts.append(seconds)
+            stop(server)
+            shutil.rmtree(empty, ignore_errors=True)
+    return statistics.median(starts)
+
+
 def memory(pid: int) -> dict[str, float]:
     """MB of a process: resident, proportional (shared pages split), unique (pages no other process maps)."""
     kb = {}
@@ -135,6 +165,7 @@ def measure(size: int, args: argparse.Namespace, work: Path) -> dict[str, float]
             server, seconds = serve(env, 1)
             starts.append(seconds)
             stop(server)
+        from_s3 = s3_starts(size, data_dir, env, args, work)
         server, _ = serve(env, args.workers)
         try:
             rounds: dict[str, list[tuple[float, list[float]]]] = {"healthz": [], "similar": []}
@@ -150,7 +181,7 @@ def measure(size: int, args: argparse.Namespace, work: Path) -> dict[str, float]
             stop(server)
     latencies = sorted(x for _, lat in rounds["similar"] for x in lat)
     figures = {
-        "start-up s": statistics.median(starts), "version load ms": statistics.median(loads) * 1000,
+        "start-up s": statistics.median(starts), "start-up from S3 s": from_s3, "version load ms": statistics.median(loads) * 1000,
         "first worker RSS MB": workers[0]["rss"], "extra worker USS MB": workers[-1]["uss"],
         "extra worker PSS MB": workers[-1]["pss"],
         "similar req/s": statistics.median(t for t, _ in rounds["similar"]),
