@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +29,7 @@ from recommender import columns
 from recommender.columns import VECTORS, ItemIds, SummaryTable
 from recommender.gaps import current_items, gap_found
 from recommender.named_topics import TopicNames
-from recommender.ranking import Eligibility, Filters
+from recommender.ranking import EligibleSets, Eligibility, Filters
 from recommender.store import Store
 from recommender.store.changes import CHANGES_PAGE, Batch, Change
 from recommender.store.feed import ChangeFeed
@@ -78,6 +78,7 @@ class TopicIndex:
         self.present[self.item_ids.base_nums()] = True
         self.graph: faiss.IndexIDMap | None = None
         self.changed = np.zeros(0, dtype=np.int64)  # nums upserted since the load, sorted
+        self.state, self._eligible = 0, EligibleSets()  # ``state`` moves whenever ``present`` does
         self.ids: Mapping[int, str] = self.item_ids.ids
         self.nums: Mapping[str, int] = self.item_ids.nums
 
@@ -89,6 +90,7 @@ class TopicIndex:
 
     def _grow(self, top: int) -> None:
         """Room for ``top``: past a loaded version's headroom, a copy in this process's memory."""
+        self.state += 1
         if top >= len(self.present):
             rows = max(top + 1, len(self.present) * 2, 1024)
             self.vectors, self.present = columns.padded(self.vectors, rows, 0), columns.padded(self.present, rows, False)
@@ -110,24 +112,24 @@ class TopicIndex:
 
     def remove(self, num: int) -> None:
         if self.item_ids.remove(num) is not None:
+            self.state += 1
             self.present[num] = False
             self.vectors[num] = 0
 
     def vector(self, num: int) -> np.ndarray | None:
         return self.vectors[num] if num in self.ids else None
-    def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
-        """Top ``k`` (num, cosine) pairs, best first, among nums where ``allowed`` is True.
+    def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None,
+               exclude: Collection[int] = ()) -> list[tuple[int, float]]:
+        """Top ``k`` (num, cosine) pairs, best first, among nums where ``allowed`` is True, but ``exclude``.
 
         Exact whenever the graph could miss: no graph, few eligible items, or a
         filter so narrow that the graph walk would mostly meet ineligible nodes;
         a graph answer shorter than ``k`` is redone exactly, so filters never
-        shorten an answer.
+        shorten an answer. ``allowed`` is read, never written (see ``EligibleSets``).
         """
-        eligible = self.present
-        if allowed is not None:
-            n = min(len(allowed), len(self.present))
-            eligible = allowed[:n] & self.present[:n]
-        count = int(np.count_nonzero(eligible))
+        eligible, count, bits = self._eligible.of(allowed, self.present, self.state)
+        excluded = np.array([n for n in exclude if 0 <= n < len(eligible) and eligible[n]], dtype=np.int64)
+        count -= len(excluded)
         k = min(k, count)
         if k <= 0:
             return []
@@ -135,9 +137,12 @@ class TopicIndex:
         faiss.normalize_L2(q)
         share = count / max(len(self), 1)
         if self.graph is not None and count > EXACT_MAX_ELIGIBLE and share >= GRAPH_MIN_SHARE:
-            hits = self._graph_search(q[0], k, eligible, share)
+            hits = self._graph_search(q[0], k, eligible, bits, share, excluded)
             if len(hits) == k:
                 return hits
+        if len(excluded):
+            eligible = eligible.copy()
+            eligible[excluded] = False
         return self._exact_search(q[0], k, eligible)
 
     def _exact_search(self, q: np.ndarray, k: int, eligible: np.ndarray) -> list[tuple[int, float]]:
@@ -146,18 +151,19 @@ class TopicIndex:
         top = np.argpartition(scores, -k)[-k:] if k < len(nums) else np.arange(len(nums))
         return self._ranked(nums[top], scores[top], k)
 
-    def _graph_search(self, q: np.ndarray, k: int, eligible: np.ndarray, share: float) -> list[tuple[int, float]]:
+    def _graph_search(self, q: np.ndarray, k: int, eligible: np.ndarray, bits: np.ndarray, share: float,
+                      excluded: np.ndarray) -> list[tuple[int, float]]:
         assert self.graph is not None
-        bits = np.packbits(eligible, bitorder="little")
         params = faiss.SearchParametersHNSW(
             sel=faiss.IDSelectorBitmap(len(bits), faiss.swig_ptr(bits)),  # n counts bytes
             efSearch=int(max(EF_SEARCH, 2 * k) / share),
         )
-        _, found = self.graph.search(q.reshape(1, -1), k + GRAPH_EXTRA_HITS, params=params)
+        _, found = self.graph.search(q.reshape(1, -1), k + GRAPH_EXTRA_HITS + len(excluded), params=params)
         nums = found[0][found[0] >= 0]  # distinct: one node per item
         if len(self.changed):
             changed = self.changed[self.changed < len(eligible)]
             nums = np.union1d(nums, changed[eligible[changed]])  # sorted, each num once
+        nums = nums[~np.isin(nums, excluded)] if len(excluded) else nums
         return self._ranked(nums, self.vectors[nums] @ q, k)
 
     @staticmethod
@@ -388,4 +394,5 @@ class LiveIndex:
     def search(self, query: np.ndarray, k: int, filters: Filters) -> list[tuple[int, float]]:
         """Top ``k`` eligible items for a query vector."""
         assert self._served is not None
-        return self._served.index.search(query, k, allowed=self._served.eligibility.mask(filters))
+        served = self._served
+        return served.index.search(query, k, allowed=served.eligibility.base(filters), exclude=filters.exclude)

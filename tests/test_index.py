@@ -87,6 +87,21 @@ def test_filters_never_shorten_an_answer(large: Path, share: float) -> None:
         assert all(allowed[n] for n in hits)
 
 
+@pytest.mark.parametrize("share", [0.003, 0.6])
+def test_exclusions_and_removals_hold_under_a_mask_reused_across_queries(large: Path, share: float) -> None:
+    """A mask's eligible set is computed once per index state (not per query): what a query excludes, and what
+    is removed meanwhile, still never comes back, on the exact path and on the graph."""
+    index = TopicIndex.load(large)
+    allowed = np.random.default_rng(5).random(N + 1) < share
+    query = topic_vectors(1, seed=6)[0]
+    first = [n for n, _ in index.search(query, 20, allowed)]
+    hits = [n for n, _ in index.search(query, 20, allowed, exclude=first[:5])]
+    assert len(hits) == 20 and not set(first[:5]) & set(hits) and set(first[5:]) <= set(hits)
+    index.remove(first[5])
+    after = [n for n, _ in index.search(query, 20, allowed)]
+    assert first[5] not in after and len(after) == 20 and all(allowed[n] for n in after)
+
+
 def test_removed_and_updated_items_in_a_graph(large: Path) -> None:
     index = TopicIndex.load(large)
     query = index.vectors[42].copy()
