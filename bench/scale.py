@@ -61,8 +61,10 @@ DIM = 30
 CHUNK = 50_000
 
 
-def fill(store: Store, data_dir: Path, n: int) -> None:
-    """``n`` indexed items in Redis, ``CHUNK`` at a time through pipelines, and version 1 of them on disk."""
+def fill(store: Store, data_dir: Path, n: int, in_redis: bool = True) -> None:
+    """``n`` indexed items in Redis (``in_redis``), ``CHUNK`` at a time through pipelines, and version 1 of them on
+    disk. An API process reads no item hash to load a version or answer ``similar`` from it, so past
+    ``--redis-max`` the items live in the version only: 5M item hashes are about 9 GB of Redis."""
     rng = np.random.default_rng(0)
     index = TopicIndex(DIM)
     summaries: list[Summary] = []
@@ -78,7 +80,11 @@ def fill(store: Store, data_dir: Path, n: int) -> None:
             if i % 4 == 0:
                 item.starts_at, item.ends_at = "2020-01-01T00:00:00Z", "2100-01-01T00:00:00Z"
             items.append(item)
-        store.items.put_many(items)  # a fresh prefix: numbers 1..n, one round trip per thousand items
+        if in_redis:
+            store.items.put_many(items)  # a fresh prefix: numbers 1..n, one round trip per thousand items
+        else:
+            for offset, item in enumerate(items):
+                item.num = start + offset + 1  # the numbers put_many hands out under a fresh prefix
         index.upsert(np.array([item.num for item in items]), [item.id for item in items], vectors)
         summaries.extend(Summary.of(item) for item in items)
     with VersionStore(data_dir).create(1, {"items": n, "changes_from": "0-0"}) as directory:
@@ -153,7 +159,7 @@ def measure(size: int, args: argparse.Namespace, work: Path) -> dict[str, float]
     with EmbeddedRedis(work / f"redis-{size}", persist=False) as redis_server:
         store = Store.from_url(redis_server.url, PREFIX)
         started = time.perf_counter()
-        fill(store, data_dir, size)
+        fill(store, data_dir, size, in_redis=size <= args.redis_max)
         print(f"  {size:>9,} items stored and version 1 written in {time.perf_counter() - started:.0f}s", flush=True)
         loads = []
         for _ in range(args.starts):
@@ -229,6 +235,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers for the memory and load figures")
     parser.add_argument("--starts", type=int, default=3, help="start-ups timed per size")
     parser.add_argument("--reindex-max", type=int, default=1_000_000, help="largest size reindexed")
+    parser.add_argument("--redis-max", type=int, default=1_000_000,
+                        help="largest size whose items are also written to Redis (the API reads none of them)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     sizes = [int(s) for s in args.sizes.split(",")]

@@ -163,7 +163,8 @@ class TopicIndex:
         if len(self.changed):
             changed = self.changed[self.changed < len(eligible)]
             nums = np.union1d(nums, changed[eligible[changed]])  # sorted, each num once
-        nums = nums[~np.isin(nums, excluded)] if len(excluded) else nums
+        for num in excluded.tolist():  # a few (the query item): a comparison each, not np.isin's sort
+            nums = nums[nums != num]
         return self._ranked(nums, self.vectors[nums] @ q, k)
 
     @staticmethod
