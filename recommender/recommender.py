@@ -77,10 +77,14 @@ class Recommender(UserVerbs):
         and what ``reasons`` adds.
         """
         index = self.index
-        found = [(h, index.ids.get(h.num)) for h in hits]
-        hits = [h for h, item_id in found if item_id is not None]
-        items = self.live.summaries([item_id for _, item_id in found if item_id is not None])
-        kept = [(hit, item) for hit, item in zip(hits, items) if item is not None and item.status != Status.DELETED][:k]
+        kept: list[tuple[Hit, Summary]] = []
+        start = 0
+        while len(kept) < k and start < len(hits):  # the first k, and more only for those deleted meanwhile (rare)
+            chunk = [(h, index.ids.get(h.num)) for h in hits[start:start + k - len(kept)]]
+            start += len(chunk)
+            chunk = [(h, item_id) for h, item_id in chunk if item_id is not None]
+            items = self.live.summaries([item_id for _, item_id in chunk])
+            kept += [(h, item) for (h, _), item in zip(chunk, items) if item is not None and item.status != Status.DELETED]
         vectors = index.vectors[[hit.num for hit, _ in kept]]
         topics = shared_topics(topics_of, vectors, self.live.topics) if topics_of is not None else [[] for _ in kept]
         return [
