@@ -45,25 +45,36 @@ from recommender.versions import TOPICS, VersionStore
 
 PORT = 8765
 PREFIX = "bench"
+#: Synthetic items built and written at a time (``build_catalog``).
+CATALOG_CHUNK = 50_000
 
 
-def build_catalog(store: Store, data_dir: Path, n: int, dim: int = 30) -> None:
+def build_catalog(store: Store, data_dir: Path, n: int, dim: int = 30, in_redis: bool = True) -> None:
+    """``n`` indexed synthetic items (sparse gamma topic vectors, a quarter of them sales with windows) in Redis,
+    ``CATALOG_CHUNK`` at a time through pipelines, and version 1 of them as a build writes it. An API process
+    reads no item hash to load a version or answer ``similar`` from it, so ``in_redis=False`` (``bench/scale.py``
+    past ``--redis-max``) keeps them in the version only: 5M item hashes are about 9 GB of Redis."""
     rng = np.random.default_rng(0)
-    vectors = rng.gamma(0.3, size=(n, dim)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    items = []
-    for i in range(n):
-        item = Item(id=f"item-{i}", title=f"Item {i}", kind="sale" if i % 4 == 0 else "product",
-                    category=f"cat-{i % 50}", status=Status.INDEXED, vector=vectors[i], version=1)
-        if i % 4 == 0:
-            item.starts_at, item.ends_at = "2020-01-01T00:00:00Z", "2100-01-01T00:00:00Z"
-        items.append(item)
-    store.items.put_many(items)  # a fresh prefix: numbers 1..n
     index = TopicIndex(dim)
-    index.upsert(np.arange(1, n + 1), [f"item-{i}" for i in range(n)], vectors)
-    files = VersionStore(data_dir)
-    with files.create(1, {"items": n, "changes_from": "0-0"}) as directory:
-        index.save(directory, [Summary.of(item) for item in items])
+    summaries: list[Summary] = []
+    for start in range(0, n, CATALOG_CHUNK):
+        vectors = rng.gamma(0.3, size=(min(CATALOG_CHUNK, n - start), dim)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        items = []
+        for offset, vector in enumerate(vectors):
+            i = start + offset
+            item = Item(id=f"item-{i}", title=f"Item {i}", kind="sale" if i % 4 == 0 else "product",
+                        category=f"cat-{i % 50}", status=Status.INDEXED, vector=vector, version=1,
+                        num=i + 1)  # the numbers put_many hands out under a fresh prefix
+            if i % 4 == 0:
+                item.starts_at, item.ends_at = "2020-01-01T00:00:00Z", "2100-01-01T00:00:00Z"
+            items.append(item)
+        if in_redis:
+            store.items.put_many(items)
+        index.upsert(np.array([item.num for item in items]), [item.id for item in items], vectors)
+        summaries.extend(Summary.of(item) for item in items)
+    with VersionStore(data_dir).create(1, {"items": n, "changes_from": "0-0"}) as directory:
+        index.save(directory, summaries)
         (directory / TOPICS).write_text(json.dumps([{"id": t, "name": f"topic {t}", "top_tags": []}
                                                      for t in range(dim)]))
     store.versions.set_current(1)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import json
 import logging
 import os
 import shutil
@@ -39,59 +38,24 @@ import tempfile
 import time
 from multiprocessing import Pool
 from pathlib import Path
+from unittest.mock import patch
 
-import numpy as np
 import s3fs
-from api import PORT, run_in_process
+from api import PORT, build_catalog, run_in_process
 from reindex import measure as measure_reindex
 
 from indexer.embedded_redis import EmbeddedRedis
-from recommender.index import LiveIndex, TopicIndex
+from recommender.index import LiveIndex
 from recommender.settings import Settings
 from recommender.store import Store
-from recommender.store.items import Item, Status, Summary
 from recommender.objects import ObjectStore
-from recommender.versions import MANIFEST, TOPICS, VersionStore
+from recommender.versions import MANIFEST, VersionStore
 
 sys.path.append(str(Path(__file__).resolve().parent.parent))
 from tests.s3 import BUCKET, weed_mini  # noqa: E402 - the suite's own S3 server, on loopback only
 
 PREFIX = "bench-scale"
 DIM = 30
-CHUNK = 50_000
-
-
-def fill(store: Store, data_dir: Path, n: int, in_redis: bool = True) -> None:
-    """``n`` indexed items in Redis (``in_redis``), ``CHUNK`` at a time through pipelines, and version 1 of them on
-    disk. An API process reads no item hash to load a version or answer ``similar`` from it, so past
-    ``--redis-max`` the items live in the version only: 5M item hashes are about 9 GB of Redis."""
-    rng = np.random.default_rng(0)
-    index = TopicIndex(DIM)
-    summaries: list[Summary] = []
-    for start in range(0, n, CHUNK):
-        vectors = rng.gamma(0.3, size=(min(CHUNK, n - start), DIM)).astype(np.float32)
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        items = []
-        for offset, vector in enumerate(vectors):
-            i = start + offset
-            item = Item(id=f"item-{i}", title=f"Item {i}", kind="sale" if i % 4 == 0 else "product",
-                        category=f"cat-{i % 50}", status=Status.INDEXED, vector=vector, version=1,
-                        tags=[(f"tag {i % 97}", 0.5)])
-            if i % 4 == 0:
-                item.starts_at, item.ends_at = "2020-01-01T00:00:00Z", "2100-01-01T00:00:00Z"
-            items.append(item)
-        if in_redis:
-            store.items.put_many(items)  # a fresh prefix: numbers 1..n, one round trip per thousand items
-        else:
-            for offset, item in enumerate(items):
-                item.num = start + offset + 1  # the numbers put_many hands out under a fresh prefix
-        index.upsert(np.array([item.num for item in items]), [item.id for item in items], vectors)
-        summaries.extend(Summary.of(item) for item in items)
-    with VersionStore(data_dir).create(1, {"items": n, "changes_from": "0-0"}) as directory:
-        index.save(directory, summaries)
-        (directory / TOPICS).write_text(json.dumps([{"id": t, "name": f"topic {t}", "top_tags": []}
-                                                     for t in range(DIM)]))
-    store.versions.set_current(1)
 
 
 def serve(env: dict[str, str], workers: int) -> tuple[subprocess.Popen, float]:
@@ -125,15 +89,10 @@ def s3_starts(size: int, data_dir: Path, env: dict[str, str], args: argparse.Nam
     url = f"s3://{BUCKET}/scale-{size}"
     (work / f"s3-{size}").mkdir()
     with weed_mini(work / f"s3-{size}") as s3:
-        saved = {k: os.environ.get(k) for k in s3}
-        os.environ.update(s3)  # botocore reads the endpoint and the keys from the environment, as deployments set them
-        try:
+        with patch.dict(os.environ, s3):  # botocore reads the endpoint and keys from the environment, as deployments do
             files = VersionStore(data_dir)
             s3fs.S3FileSystem.clear_instance_cache()  # fsspec keeps clients per process: the last size's server is gone
             ObjectStore(url).upload(files.path(1), files.key(1), last=MANIFEST)
-        finally:
-            for k, v in saved.items():
-                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
         starts = []
         for i in range(args.starts):
             empty = work / f"replica-{size}-{i}"
@@ -159,7 +118,7 @@ def measure(size: int, args: argparse.Namespace, work: Path) -> dict[str, float]
     with EmbeddedRedis(work / f"redis-{size}", persist=False) as redis_server:
         store = Store.from_url(redis_server.url, PREFIX)
         started = time.perf_counter()
-        fill(store, data_dir, size, in_redis=size <= args.redis_max)
+        build_catalog(store, data_dir, size, DIM, in_redis=size <= args.redis_max)
         print(f"  {size:>9,} items stored and version 1 written in {time.perf_counter() - started:.0f}s", flush=True)
         loads = []
         for _ in range(args.starts):
