@@ -16,11 +16,10 @@ log = logging.getLogger(__name__)
 GAPS = Counter("vistas_changes_gaps_total", "Versions reloaded because changes they needed were trimmed away")
 
 
-def gap_found(version: int, after: str) -> bool:
-    """Log a gap after stream entry ``after`` in served index ``version``; True, to mark the version for a reload."""
+def log_gap(version: int, after: str) -> None:
+    """Say that served index ``version`` found the changes after stream entry ``after`` trimmed away."""
     log.warning("changes after %s were trimmed from the stream before index version %d applied them: "
                 "reloading the version", after, version)
-    return True
 
 
 def current_items(items: Items, served: Iterable[int], version: int, after: str

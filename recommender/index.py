@@ -27,7 +27,7 @@ import numpy as np
 
 from recommender import columns
 from recommender.columns import VECTORS, ItemIds, SummaryTable
-from recommender.gaps import current_items, gap_found
+from recommender.gaps import current_items, log_gap
 from recommender.named_topics import TopicNames
 from recommender.ranking import EligibleSets, Eligibility, Filters
 from recommender.store import Store
@@ -335,7 +335,8 @@ class LiveIndex:
         batch = self.store.changes.since(served.last_change) if batch is None else batch
         while True:
             if batch.suspect and not served.gapped and not self.store.changes.kept_after(served.last_change):
-                served.gapped = gap_found(served.version, served.last_change)  # the next sync reloads it
+                log_gap(served.version, served.last_change)
+                served.gapped = True  # the next sync reloads it
             changes = batch.changes
             if not changes:
                 break
