@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing import Pool
 from pathlib import Path
@@ -49,32 +50,37 @@ PREFIX = "bench"
 CATALOG_CHUNK = 50_000
 
 
+def synthetic_item(i: int, vector: np.ndarray | None = None) -> Item:
+    """Item ``i`` of a synthetic catalog: a quarter of them flash sales with windows, 50 categories."""
+    item = Item(id=f"item-{i}", title=f"Item {i}", kind="sale" if i % 4 == 0 else "product",
+                category=f"cat-{i % 50}", status=Status.INDEXED, vector=vector, version=1,
+                num=i + 1)  # the numbers put_many hands out under a fresh prefix
+    if i % 4 == 0:
+        item.starts_at, item.ends_at = "2020-01-01T00:00:00Z", "2100-01-01T00:00:00Z"
+    return item
+
+
 def build_catalog(store: Store, data_dir: Path, n: int, dim: int = 30, in_redis: bool = True) -> None:
-    """``n`` indexed synthetic items (sparse gamma topic vectors, a quarter of them sales with windows) in Redis,
-    ``CATALOG_CHUNK`` at a time through pipelines, and version 1 of them as a build writes it. An API process
-    reads no item hash to load a version or answer ``similar`` from it, so ``in_redis=False`` (``bench/scale.py``
-    past ``--redis-max``) keeps them in the version only: 5M item hashes are about 9 GB of Redis."""
+    """``n`` indexed synthetic items (sparse gamma topic vectors) in Redis, ``CATALOG_CHUNK`` at a time through
+    pipelines, and version 1 of them as a build writes it. An API process reads no item hash to load a version or
+    answer ``similar`` from it, so ``in_redis=False`` (``bench/scale.py`` past ``--redis-max``) keeps them in the
+    version only, its summaries made here: 5M item hashes are about 9 GB of Redis."""
     rng = np.random.default_rng(0)
-    index = TopicIndex(dim)
-    summaries: list[Summary] = []
+    vectors = np.empty((n, dim), dtype=np.float32)
     for start in range(0, n, CATALOG_CHUNK):
-        vectors = rng.gamma(0.3, size=(min(CATALOG_CHUNK, n - start), dim)).astype(np.float32)
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        items = []
-        for offset, vector in enumerate(vectors):
-            i = start + offset
-            item = Item(id=f"item-{i}", title=f"Item {i}", kind="sale" if i % 4 == 0 else "product",
-                        category=f"cat-{i % 50}", status=Status.INDEXED, vector=vector, version=1,
-                        num=i + 1)  # the numbers put_many hands out under a fresh prefix
-            if i % 4 == 0:
-                item.starts_at, item.ends_at = "2020-01-01T00:00:00Z", "2100-01-01T00:00:00Z"
-            items.append(item)
+        chunk = vectors[start:start + CATALOG_CHUNK]
+        chunk[:] = rng.gamma(0.3, size=chunk.shape)
+        chunk /= np.linalg.norm(chunk, axis=1, keepdims=True)
         if in_redis:
-            store.items.put_many(items)
-        index.upsert(np.array([item.num for item in items]), [item.id for item in items], vectors)
-        summaries.extend(Summary.of(item) for item in items)
+            store.items.put_many([synthetic_item(start + offset, v) for offset, v in enumerate(chunk)])
+    index = TopicIndex.built(np.arange(1, n + 1), [f"item-{i}" for i in range(n)], vectors)
+    del vectors
+
+    def made(ids: Sequence[str]) -> list[Summary | None]:
+        return [Summary.of(synthetic_item(int(i.removeprefix("item-")))) for i in ids]
+
     with VersionStore(data_dir).create(1, {"items": n, "changes_from": "0-0"}) as directory:
-        index.save(directory, summaries)
+        index.save(directory, store.items.summaries if in_redis else made)
         (directory / TOPICS).write_text(json.dumps([{"id": t, "name": f"topic {t}", "top_tags": []}
                                                      for t in range(dim)]))
     store.versions.set_current(1)

@@ -3,7 +3,9 @@
 For each size (default 100k, 1M and 5M items) a fresh redis-server of its own is filled
 with synthetic indexed items through pipelines (random sparse 30-D topic vectors, a
 quarter of them flash sales with windows) and version 1 is written as a build writes it
-(memory-mapped columns, an HNSW graph from 20k items). Then, each a median over rounds:
+(memory-mapped columns, an HNSW graph from 20k items), in a child process whose peak RSS
+is printed: the build's memory, which must not grow a Python object per item. Then, each a
+median over rounds:
 
 * **start-up**: seconds from launching `vistas serve` (one worker) to `/readyz` answering
   200, and the load of the version alone inside a process (`LiveIndex`'s first sync); and
@@ -30,6 +32,7 @@ import argparse
 import http.client
 import logging
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -45,7 +48,7 @@ from api import PORT, build_catalog, run_in_process
 from reindex import measure as measure_reindex
 
 from indexer.embedded_redis import EmbeddedRedis
-from recommender.index import LiveIndex
+from recommender.live_index import LiveIndex
 from recommender.settings import Settings
 from recommender.store import Store
 from recommender.objects import ObjectStore
@@ -103,6 +106,12 @@ def s3_starts(size: int, data_dir: Path, env: dict[str, str], args: argparse.Nam
     return statistics.median(starts)
 
 
+def build(redis_url: str, data_dir: Path, size: int, in_redis: bool) -> float:
+    """Store the catalog and write version 1 (in a child process); the process's peak RSS in MB."""
+    build_catalog(Store.from_url(redis_url, PREFIX), data_dir, size, DIM, in_redis=in_redis)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
+
+
 def memory(pid: int) -> dict[str, float]:
     """MB of a process: resident, proportional (shared pages split), unique (pages no other process maps)."""
     kb = {}
@@ -118,8 +127,10 @@ def measure(size: int, args: argparse.Namespace, work: Path) -> dict[str, float]
     with EmbeddedRedis(work / f"redis-{size}", persist=False) as redis_server:
         store = Store.from_url(redis_server.url, PREFIX)
         started = time.perf_counter()
-        build_catalog(store, data_dir, size, DIM, in_redis=size <= args.redis_max)
-        print(f"  {size:>9,} items stored and version 1 written in {time.perf_counter() - started:.0f}s", flush=True)
+        with Pool(1) as pool:  # its own process, so its peak memory is the build's alone
+            build_peak = pool.apply(build, (redis_server.url, data_dir, size, size <= args.redis_max))
+        print(f"  {size:>9,} items stored and version 1 written in {time.perf_counter() - started:.0f}s, "
+              f"peak RSS {build_peak:.0f} MB", flush=True)
         loads = []
         for _ in range(args.starts):
             live, started = LiveIndex(store, VersionStore(data_dir)), time.perf_counter()
@@ -153,7 +164,7 @@ def measure(size: int, args: argparse.Namespace, work: Path) -> dict[str, float]
             stop(server)
     latencies = sorted(x for _, lat in rounds["similar"] for x in lat)
     figures = {
-        "start-up s": statistics.median(starts), "start-up from S3 s": from_s3, "version load ms": statistics.median(loads) * 1000,
+        "build peak RSS MB": build_peak, "start-up s": statistics.median(starts), "start-up from S3 s": from_s3, "version load ms": statistics.median(loads) * 1000,
         "first worker RSS MB": workers[0]["rss"], "extra worker USS MB": workers[-1]["uss"],
         "extra worker PSS MB": workers[-1]["pss"],
         "similar req/s": statistics.median(t for t, _ in rounds["similar"]),

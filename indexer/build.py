@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -28,8 +28,6 @@ from recommender.store.items import Status, Summary
 from recommender.versions import MAP_MODEL, MODEL, TOPICS, VersionStore
 
 log = logging.getLogger(__name__)
-#: Items whose summaries one pipelined read fetches while a version is written.
-SUMMARY_CHUNK = 5000
 
 
 def build_version(
@@ -47,8 +45,7 @@ def build_version(
     model = new_topic_model(settings, store)
     vectors = model.fit(tags, features)
     carry_identity(settings, store, model)
-    index = TopicIndex(vectors.shape[1])
-    index.upsert(np.asarray(nums), list(ids), vectors)
+    index = TopicIndex.built(np.asarray(nums), list(ids), vectors)
     fitted = time.monotonic()
     layout = lay_out(settings, store, ids, nums, tags, features, vectors)
     laid_out = time.monotonic()
@@ -107,18 +104,19 @@ def lay_out(
 
 
 def version_summaries(
-    store: Store, ids: Sequence[str], tags: Mapping[str, list[tuple[str, float]]] | None = None,
-) -> list[Summary]:
-    """What result lists show of a version's items once it is published: read after ``changes_from`` was
-    taken (a later change is replayed on top), indexed, with ``tags`` where given (a first version's items
-    get theirs in Redis only after the build). One pipelined read per ``SUMMARY_CHUNK`` items."""
+    store: Store, tags: Mapping[str, list[tuple[str, float]]] | None = None,
+) -> Callable[[Sequence[str]], list[Summary | None]]:
+    """What result lists show of a version's items once it is published, for ``TopicIndex.save`` to read a chunk
+    at a time: read after ``changes_from`` was taken (a later change is replayed on top), indexed, with ``tags``
+    where given (a first version's items get theirs in Redis only after the build)."""
     tags = tags or {}
-    out = []
-    for start in range(0, len(ids), SUMMARY_CHUNK):
-        chunk = ids[start:start + SUMMARY_CHUNK]
-        out.extend(replace(s, status=Status.INDEXED, tags=tuple(t for t, _ in tags[s.id]) if s.id in tags else s.tags)
-                   for s in store.items.summaries(chunk) if s is not None)
-    return out
+
+    def of(ids: Sequence[str]) -> list[Summary | None]:
+        return [None if s is None else replace(s, status=Status.INDEXED,
+                                               tags=tuple(t for t, _ in tags[s.id]) if s.id in tags else s.tags)
+                for s in store.items.summaries(ids)]
+
+    return of
 
 
 def next_version(settings: Settings, store: Store) -> int:
@@ -144,7 +142,7 @@ def write_version(
     }
     catalog_map, projectors = layout
     with files.create(version, manifest) as directory:
-        index.save(directory, version_summaries(store, list(index.nums), tags))
+        index.save(directory, version_summaries(store, tags))
         model.save(directory / MODEL)
         (directory / TOPICS).write_text(json.dumps([t.to_json() for t in model.topics], indent=1))
         catalog_map.save(directory)

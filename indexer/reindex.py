@@ -195,8 +195,7 @@ class Reindex:
                              [x.tags for x in t], sample.features, sample.vectors)
         with self._step("write", "writing"):
             version = next_version(self.settings, self.store)
-            index = TopicIndex(model.n_topics)
-            index.upsert(built.nums, built.ids, built.vectors)
+            index = TopicIndex.built(built.nums, built.ids, built.vectors)
             write_version(self.settings, self.store, version, model, index, layout, self.changes_from,
                           time.monotonic() - self._started, job=self.job, refits=self.report.refits,
                           topic_changes=self.report.topics.to_json() if self.report.topics else None)

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from recommender.index import LiveIndex
+from recommender.live_index import LiveIndex
 from recommender.settings import Settings
 from recommender.store import Store
 from recommender.users.collaborative import EVENT_WEIGHTS, EventLog

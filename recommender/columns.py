@@ -18,7 +18,9 @@ and ``ItemIds.gone`` for the id maps, ``SummaryTable.stale`` and ``SummaryTable.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +52,39 @@ def capacity(top: int) -> int:
 
 def save(directory: Path, name: str, array: np.ndarray) -> None:
     np.save(directory / name, np.ascontiguousarray(array), allow_pickle=False)
+
+
+@contextmanager
+def appended(directory: Path, name: str, dtype: np.dtype) -> Iterator[Callable[[np.ndarray], None]]:
+    """A 1-D column written a chunk at a time (``write(chunk)``), for one too large to hold whole.
+
+    The ``.npy`` header, which states the length, is written last over a placeholder of the same
+    size: a header is padded to 64 bytes, so any length up to ``_MOST_ROWS`` takes the same room.
+    """
+    def header(rows: int) -> bytes:
+        out = io.BytesIO()
+        np.lib.format.write_array_header_1_0(
+            out, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (rows,)})
+        return out.getvalue()
+
+    rows = 0
+    with open(directory / name, "wb") as f:
+        f.write(header(_MOST_ROWS))
+
+        def write(chunk: np.ndarray) -> None:
+            nonlocal rows
+            f.write(np.ascontiguousarray(chunk, dtype=dtype).tobytes())
+            rows += len(chunk)
+
+        yield write
+        final = header(rows)
+        assert len(final) == len(header(_MOST_ROWS)), "a .npy header grew with the column's length"
+        f.seek(0)
+        f.write(final)
+
+
+#: The longest column ``appended`` writes: any longer would need a longer header than its placeholder.
+_MOST_ROWS = 10**15
 
 
 def load(directory: Path, name: str) -> np.ndarray:
@@ -90,20 +125,41 @@ class ItemIds:
     def load(cls, directory: Path) -> "ItemIds":
         return cls(load(directory, IDS), load(directory, ID_NUMS), load(directory, ID_ROWS))
 
-    def save(self, directory: Path) -> None:
-        nums = np.fromiter(self.ids, dtype=np.int64, count=len(self))
-        ids = np.array([self.ids[int(n)].encode() for n in nums], dtype="S") if len(nums) else self._ids[:0]
-        order = np.argsort(ids, kind="stable")
-        rows = np.full(int(nums.max(initial=0)) + 1, -1, dtype=np.int64)
+    @classmethod
+    def of(cls, nums: np.ndarray, ids: Sequence[str]) -> "ItemIds":
+        """The columns of these items (distinct ids), built in memory as a build saves them: no dict entry per item."""
+        nums = np.asarray(nums, dtype=np.int64)
+        if not len(nums):
+            return cls.empty()
+        keys = np.array([i.encode() for i in ids], dtype="S")
+        order = np.argsort(keys, kind="stable")
+        rows = np.full(int(nums.max()) + 1, -1, dtype=np.int64)
         rows[nums[order]] = np.arange(len(order))
-        save(directory, IDS, ids[order])
-        save(directory, ID_NUMS, nums[order])
-        save(directory, ID_ROWS, rows)
+        return cls(keys[order], nums[order], rows)
+
+    def save(self, directory: Path) -> None:
+        table = self
+        if self.added or self.gone:
+            nums = np.fromiter(self.ids, dtype=np.int64, count=len(self))
+            table = ItemIds.of(nums, [self.ids[n] for n in nums.tolist()])
+        save(directory, IDS, table._ids)
+        save(directory, ID_NUMS, table._nums)
+        save(directory, ID_ROWS, table._rows)
 
     def base_id(self, num: int) -> str | None:
         """The id the columns give ``num`` (changes since the build aside)."""
         row = int(self._rows[num]) if 0 <= num < len(self._rows) else -1
         return self._ids[row].decode() if row >= 0 else None
+
+    def ids_of(self, nums: Sequence[int]) -> list[str | None]:
+        """``ids.get`` of each number: the columns read for them all at once, then the overlay."""
+        wanted = np.asarray(nums, dtype=np.int64)
+        inside = (wanted >= 0) & (wanted < len(self._rows))
+        rows = np.where(inside, self._rows[np.where(inside, wanted, 0)], -1)
+        found = [None if r < 0 else b.decode() for r, b in zip(rows.tolist(), self._ids[rows].tolist())]
+        if not self.added and not self.gone:
+            return found
+        return [self.added[n] if n in self.added else None if n in self.gone else i for n, i in zip(nums, found)]
 
     def base_num(self, item_id: str) -> int | None:
         """The number the columns give ``item_id`` (changes since the build aside)."""
@@ -233,23 +289,42 @@ class SummaryTable:
         self.fetched: dict[str, Summary] = {}
 
     @staticmethod
-    def save(directory: Path, nums: np.ndarray, summaries: Sequence[Summary | None]) -> None:
-        order = np.argsort(nums, kind="stable")  # records lie in the order of their numbers
-        records = [summaries[i].record() if summaries[i] is not None else b"" for i in order.tolist()]
-        lengths = np.zeros(int(nums.max(initial=0)) + 2, dtype=np.int64)
-        lengths[np.asarray(nums, dtype=np.int64)[order] + 1] = [len(r) for r in records]
-        save(directory, SUMMARIES, np.frombuffer(b"".join(records), dtype=np.uint8))
+    @contextmanager
+    def writing(directory: Path, top: int) -> Iterator[Callable[[np.ndarray, Sequence[Summary | None]], None]]:
+        """``add(nums, summaries)``, chunk after chunk in ascending number order, for items numbered up to ``top``.
+
+        Records go to the file as they come: holding a 5M-item build's took 4 kB an item, because each
+        output of ``orjson.dumps`` keeps its 4 kB buffer (28 MB of records held 824 MB at 200k items).
+        """
+        lengths = np.zeros(top + 2, dtype=np.int64)
+        after = -1
+        with appended(directory, SUMMARIES, np.dtype(np.uint8)) as write:
+            def add(nums: np.ndarray, summaries: Sequence[Summary | None]) -> None:
+                nonlocal after
+                nums = np.asarray(nums, dtype=np.int64)
+                if not len(nums):
+                    return
+                assert nums[0] > after and np.all(np.diff(nums) > 0), "records lie in the order of their numbers"
+                records = [s.record() if s is not None else b"" for s in summaries]
+                lengths[nums + 1] = [len(r) for r in records]
+                write(np.frombuffer(b"".join(records), dtype=np.uint8))
+                after = int(nums[-1])
+
+            yield add
         save(directory, SUMMARY_OFFSETS, np.cumsum(lengths))
 
     @classmethod
     def load(cls, directory: Path) -> "SummaryTable":
         return cls(load(directory, SUMMARIES), load(directory, SUMMARY_OFFSETS))
 
-    def base(self, item_id: str, num: int | None) -> Summary | None:
-        if num is None or num + 1 >= len(self._offsets):
-            return None
-        start, end = self._offsets[num:num + 2].tolist()
-        return Summary.from_record(item_id, bytes(self._data[start:end])) if end > start else None
+    def base(self, item_ids: Sequence[str], nums: Sequence[int | None]) -> list[Summary | None]:
+        """What the build wrote of each item (numbered ``nums``), changes since aside; the records located at once."""
+        wanted = np.array([-1 if n is None else n for n in nums], dtype=np.int64)
+        inside = (wanted >= 0) & (wanted + 1 < len(self._offsets))
+        starts = np.where(inside, self._offsets[np.where(inside, wanted, 0)], 0).tolist()
+        ends = np.where(inside, self._offsets[np.where(inside, wanted + 1, 0)], 0).tolist()
+        data = self._data
+        return [Summary.from_record(i, bytes(data[a:b])) if b > a else None for i, a, b in zip(item_ids, starts, ends)]
 
     def forget(self, item_id: str) -> None:
         """A change arrived for ``item_id``: what the build wrote of it no longer holds."""
@@ -266,7 +341,7 @@ class SummaryTable:
         """Each item's summary: fetched since, else the build's (``base_nums`` finds the rows), else from ``fetch``."""
         found: list[Summary | None] = [self.fetched.get(i) for i in item_ids]
         mapped = [i for i, s in zip(item_ids, found) if s is None and i not in self.stale] if self.trusted else []
-        from_columns = {i: self.base(i, n) for i, n in zip(mapped, base_nums(mapped))}
+        from_columns = dict(zip(mapped, self.base(mapped, base_nums(mapped)))) if mapped else {}
         found = [s if s is not None else from_columns.get(i) for i, s in zip(item_ids, found)]
         missing = [i for i, s in zip(item_ids, found) if s is None]
         if not missing:

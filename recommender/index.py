@@ -1,9 +1,9 @@
-"""The index of topic vectors, and the live copy each API process serves.
+"""The index of topic vectors a version holds (the live copy each API process serves: ``recommender.live_index``).
 
 A served version is memory-mapped from its files (``recommender.columns``), so an API
 process is ready in milliseconds of load whatever the catalog's size, and the gunicorn
 workers of a host share one copy through the page cache; what changed since the build
-is a small overlay on top (see ``TopicIndex`` and ``LiveIndex``).
+is a small overlay on top (see ``TopicIndex``).
 
 Vectors are L2-normalised, so inner product is cosine similarity. An exact
 scan costs about a millisecond per 100k items, which caps an API process at
@@ -15,11 +15,7 @@ cheap and the only way to be sure of ``k`` answers.
 
 from __future__ import annotations
 
-import logging
-import threading
-import time
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 
 import faiss
@@ -27,16 +23,9 @@ import numpy as np
 
 from recommender import columns
 from recommender.columns import VECTORS, ItemIds, SummaryTable
-from recommender.gaps import current_items, log_gap
-from recommender.named_topics import TopicNames
-from recommender.ranking import EligibleSets, Eligibility, Filters
-from recommender.store import Store
-from recommender.store.changes import CHANGES_PAGE, Batch, Change
-from recommender.store.feed import ChangeFeed
-from recommender.store.items import Item, Status, Summary
-from recommender.versions import FAISS_INDEX, VersionStore
-
-log = logging.getLogger(__name__)
+from recommender.ranking import EligibleSets, Eligibility
+from recommender.store.items import Summary
+from recommender.versions import FAISS_INDEX
 #: A version with fewer items is saved without a graph: its exact scan takes under 0.2 ms.
 GRAPH_MIN_ITEMS = 20_000
 #: Answers with at most this many eligible items are exact scans of just those items.
@@ -49,6 +38,10 @@ HNSW_M = 32
 EF_SEARCH = 32
 #: Graph hits asked beyond k, to cover stale nodes of items updated since the build.
 GRAPH_EXTRA_HITS = 4
+#: Items whose summaries ``TopicIndex.save`` reads (one pipelined read from Redis) and writes at a time.
+SAVE_CHUNK = 5000
+#: What ``TopicIndex.save`` reads summaries through: the summary of each id, None for none (``Items.summaries``).
+SummarySource = Callable[[Sequence[str]], Sequence[Summary | None]]
 
 
 class TopicIndex:
@@ -77,10 +70,21 @@ class TopicIndex:
         self.present = np.zeros(len(self.vectors), dtype=bool)
         self.present[self.item_ids.base_nums()] = True
         self.graph: faiss.IndexIDMap | None = None
+        self.nodes: np.ndarray | None = None  # by numeric id: True for the graph's items (``present`` at the load)
         self.changed = np.zeros(0, dtype=np.int64)  # nums upserted since the load, sorted
         self.state, self._eligible = 0, EligibleSets()  # ``state`` moves whenever ``present`` does
         self.ids: Mapping[int, str] = self.item_ids.ids
         self.nums: Mapping[str, int] = self.item_ids.nums
+
+    @classmethod
+    def built(cls, nums: np.ndarray, ids: Sequence[str], vectors: np.ndarray) -> "TopicIndex":
+        """A version's index as a build makes it: the id columns and the vectors sized as ``save`` writes them, so a
+        5M-item build holds arrays, not a dict entry per item (``upsert`` is for the changes since)."""
+        nums = np.asarray(nums, dtype=np.int64)
+        grid = np.zeros((columns.capacity(int(nums.max(initial=0))), vectors.shape[1]), dtype=np.float32)
+        grid[nums] = vectors
+        faiss.normalize_L2(grid)  # zero rows stay zero
+        return cls(vectors.shape[1], ItemIds.of(nums, ids), grid)
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -127,7 +131,7 @@ class TopicIndex:
         a graph answer shorter than ``k`` is redone exactly, so filters never
         shorten an answer. ``allowed`` is read, never written (see ``EligibleSets``).
         """
-        eligible, count, bits = self._eligible.of(allowed, self.present, self.state)
+        eligible, count, bits = self._eligible.of(allowed, self.present, self.state, self.nodes)
         excluded = np.array([n for n in exclude if 0 <= n < len(eligible) and eligible[n]], dtype=np.int64)
         count -= len(excluded)
         k = min(k, count)
@@ -151,13 +155,13 @@ class TopicIndex:
         top = np.argpartition(scores, -k)[-k:] if k < len(nums) else np.arange(len(nums))
         return self._ranked(nums[top], scores[top], k)
 
-    def _graph_search(self, q: np.ndarray, k: int, eligible: np.ndarray, bits: np.ndarray, share: float,
+    def _graph_search(self, q: np.ndarray, k: int, eligible: np.ndarray, bits: np.ndarray | None, share: float,
                       excluded: np.ndarray) -> list[tuple[int, float]]:
+        """The graph walk, under a selector of ``bits`` unless they are None (every node eligible)."""
         assert self.graph is not None
-        params = faiss.SearchParametersHNSW(
-            sel=faiss.IDSelectorBitmap(len(bits), faiss.swig_ptr(bits)),  # n counts bytes
-            efSearch=int(max(EF_SEARCH, 2 * k) / share),
-        )
+        ef = int(max(EF_SEARCH, 2 * k) / share)
+        params = faiss.SearchParametersHNSW(efSearch=ef) if bits is None else faiss.SearchParametersHNSW(
+            sel=faiss.IDSelectorBitmap(len(bits), faiss.swig_ptr(bits)), efSearch=ef)  # n counts bytes
         _, found = self.graph.search(q.reshape(1, -1), k + GRAPH_EXTRA_HITS + len(excluded), params=params)
         nums = found[0][found[0] >= 0]  # distinct: one node per item
         if len(self.changed):
@@ -172,26 +176,31 @@ class TopicIndex:
         order = np.argsort(-scores, kind="stable")[:k]
         return [(int(nums[i]), float(scores[i])) for i in order]
 
-    def save(self, directory: Path, summaries: Sequence[Summary | None] = ()) -> None:
+    def save(self, directory: Path, summaries: SummarySource = lambda ids: [None] * len(ids)) -> None:
         """Write the version's columns: vectors, ids, an HNSW graph when the index is large enough to need one, and
-        the items' ``summaries`` (what result lists show) with their filter fields (an item without one is never
-        eligible)."""
-        nums = np.fromiter(self.ids, dtype=np.int64, count=len(self))
-        rows = columns.capacity(int(nums.max(initial=0)))
-        columns.save(directory, VECTORS, columns.padded(self.vectors, rows, 0))  # removed rows are zero
+        the items' summaries (what result lists show; ``summaries`` reads them, ``SAVE_CHUNK`` ids a call) with their
+        filter fields (an item without one is never eligible). Nothing per item is held whole (see ``built``)."""
+        nums = np.sort(np.fromiter(self.ids, dtype=np.int64, count=len(self)))
+        top = int(nums.max(initial=0))
+        rows = columns.capacity(top)
+        vectors = self.vectors if len(self.vectors) == rows else columns.padded(self.vectors, rows, 0)
+        columns.save(directory, VECTORS, vectors)  # removed rows are zero
         self.item_ids.save(directory)
         if len(self) >= GRAPH_MIN_ITEMS:
             graph = faiss.IndexIDMap(faiss.IndexHNSWFlat(self.dim, HNSW_M, faiss.METRIC_INNER_PRODUCT))
             graph.add_with_ids(self.vectors[nums], nums)
             faiss.write_index(graph, str(directory / FAISS_INDEX))
-        by_id = {s.id: s for s in summaries if s is not None}
-        ordered = [by_id.get(self.ids[int(n)]) for n in nums]
+            del graph
         eligibility = Eligibility()
-        for num, summary in zip(nums.tolist(), ordered):
-            if summary is not None:
-                eligibility.set(num, summary.filter_fields)
+        with SummaryTable.writing(directory, top) as add:
+            for start in range(0, len(nums), SAVE_CHUNK):
+                chunk = nums[start:start + SAVE_CHUNK]
+                found = summaries([self.ids[n] for n in chunk.tolist()])
+                for num, summary in zip(chunk.tolist(), found):
+                    if summary is not None:
+                        eligibility.set(num, summary.filter_fields)
+                add(chunk, found)
         eligibility.save(directory, rows)
-        SummaryTable.save(directory, nums, ordered)
 
     @classmethod
     def load(cls, directory: Path) -> "TopicIndex":
@@ -202,199 +211,5 @@ class TopicIndex:
         self = cls(vectors.shape[1], ItemIds.load(directory), vectors)
         if (directory / FAISS_INDEX).is_file():
             self.graph = faiss.read_index(str(directory / FAISS_INDEX), faiss.IO_FLAG_MMAP_IFC)
+            self.nodes = self.present.copy()
         return self
-
-
-@dataclass
-class Served:
-    """One loaded version with everything a request reads; swapped in as a whole."""
-
-    version: int
-    index: TopicIndex
-    topics: list[dict]
-    eligibility: Eligibility
-    last_change: str  # the changes stream entry applied last
-    summaries: SummaryTable  # the version's, kept exact by the changes stream
-    gapped: bool = False  # changes it needed were trimmed from the stream: a reload from Redis replaces it
-
-
-class LiveIndex:
-    """The version an API process serves, kept current from Redis.
-
-    ``sync`` runs before each query. It applies the changes stream (upserts,
-    deletes) written since the snapshot, so items indexed after the version
-    was built are served too, a delete made through any process is seen by
-    every process, and the cached item summaries are never stale; when
-    nothing changed, Redis has pushed nothing and it costs no round trip (see
-    ``recommender.store.feed``). When the ``current`` pointer moves, the new version is loaded and
-    caught up on a background thread while requests go on with the old one;
-    the next ``sync`` swaps it in as a whole. A request therefore sees one
-    version from start to end and never waits for a load (except the very
-    first, when there is nothing to serve yet).
-    """
-
-    def __init__(self, store: Store, files: VersionStore):
-        self.store = store
-        self.files = files
-        self._served: Served | None = None
-        self._loaded: Served | None = None  # loaded in the background, waiting for the next sync
-        self._loading = 0  # the version being loaded in the background
-        self._missing = 0  # a current version whose directory is missing (logged once)
-        self._lock = threading.RLock()
-        self.feed = ChangeFeed(store.changes)
-        self.names = TopicNames(store.versions)
-
-    @property
-    def ready(self) -> bool:
-        return self._served is not None
-
-    @property
-    def version(self) -> int:
-        return self._served.version if self._served else 0
-
-    @property
-    def index(self) -> TopicIndex | None:
-        return self._served.index if self._served else None
-
-    @property
-    def topics(self) -> list[dict]:
-        """The served version's topics, in vector column order, under the names merchandisers gave them."""
-        return self.names.apply(self._served.topics) if self._served else []
-
-    @property
-    def eligibility(self) -> Eligibility:
-        return self._served.eligibility if self._served else Eligibility()
-
-    def sync(self) -> None:
-        """Swap in a version loaded meanwhile, then catch up with Redis."""
-        with self._lock:
-            if self._loaded is not None:
-                old, self._served, self._loaded = self.version, self._loaded, None
-                log.info("now serving index version %d (was %d)", self.version, old)
-                self.feed.expect_change()  # the new version caught up when it was loaded, not since
-            if self._served is None:
-                current, batch = self.store.versions.current(), Batch([], False)
-            else:
-                polled = self.feed.poll(self._served.last_change)
-                if polled is None:
-                    return
-                current, batch = polled
-            gapped = self._served is not None and self._served.gapped
-            if current and (current != self.version or gapped) and current != self._loading:
-                self.feed.expect_change()  # keep asking until that version is served
-                if self._on_disk(current):
-                    if self._served is None:
-                        self._served = self._load(current)  # nothing to serve yet: load it now
-                    else:
-                        self._loading = current
-                        threading.Thread(target=self._load_in_background, args=(current,), daemon=True,
-                                         name=f"load-version-{current}").start()
-            if self._served is not None:
-                self._apply_changes(self._served, batch)
-
-    def _load_in_background(self, version: int) -> None:
-        try:
-            loaded = self._load(version)
-        except Exception:  # noqa: BLE001 - keep serving the old version; the next sync tries again
-            log.exception("loading index version %d failed; still serving %d", version, self.version)
-            loaded = None
-        with self._lock:
-            if loaded is not None and self.store.versions.current() == version:
-                self._loaded = loaded
-            self._loading = 0
-            self.feed.expect_change()  # the next sync swaps, or looks at the pointer again
-
-    def _on_disk(self, version: int) -> bool:
-        if self.files.exists(version):
-            return True
-        if self._missing != version:
-            log.error("index version %d is current in Redis but missing under %s", version, self.files.root)
-            self._missing = version
-        return False
-
-    def _load(self, version: int) -> Served:
-        """Map a version's files (no per-item work, no item read from Redis), caught up with the changes stream."""
-        started = time.monotonic()
-        path = self.files.path(version)
-        manifest = self.files.manifest(version)
-        index = TopicIndex.load(path)
-        served = Served(version, index, self.files.topics(version), Eligibility.load(path),
-                        manifest.get("changes_from", "0-0"), SummaryTable.load(path))
-        if not self.store.changes.kept_after(served.last_change):  # changes it needs were trimmed away
-            pages = current_items(self.store.items, index.ids, version, served.last_change)
-            served.last_change = self.store.changes.position()  # before the items are read: nothing is missed
-            served.summaries.forget_all()  # read again per request, like items changed since the build
-            for page in pages:
-                self._apply_items(served, page)
-        self._apply_changes(served)
-        log.info("loaded index version %d (%d items) in %.2fs", version, len(index), time.monotonic() - started)
-        return served
-
-    def _apply_changes(self, served: Served, batch: Batch | None = None) -> None:
-        """Apply ``batch`` (as ``poll`` fetched it; fetched here when None), and any later changes, to ``served``."""
-        batch = self.store.changes.since(served.last_change) if batch is None else batch
-        while True:
-            if batch.suspect and not served.gapped and not self.store.changes.kept_after(served.last_change):
-                log_gap(served.version, served.last_change)
-                served.gapped = True  # the next sync reloads it
-            changes = batch.changes
-            if not changes:
-                break
-            upserts = {}
-            for stream_id, change in changes:
-                num = int(change["num"])
-                served.summaries.forget(change["id"])
-                if change["op"] == Change.DELETE:
-                    upserts.pop(num, None)
-                    self._remove(served, num)
-                else:
-                    upserts[num] = change["id"]
-                served.last_change = stream_id
-            self._apply_items(served, list(zip(upserts, self.store.items.get_many(upserts.values()))))
-            if len(changes) < CHANGES_PAGE:
-                break
-            batch = self.store.changes.since(served.last_change)
-
-    def _apply_items(self, served: Served, items: list[tuple[int, Item | None]]) -> None:
-        """Serve each item's vector when Redis has one of ``served``'s version; drop the deleted and unindexed."""
-        nums, ids, vectors = [], [], []
-        for num, item in items:
-            if item is None or item.vector is None or item.status == Status.DELETED:
-                self._remove(served, num)
-            elif item.version == served.version:
-                nums.append(num)
-                ids.append(item.id)
-                vectors.append(item.vector)
-                served.eligibility.set(num, item.filter_fields)
-        if nums:
-            served.index.upsert(np.array(nums), ids, np.stack(vectors))
-
-    @staticmethod
-    def _remove(served: Served, num: int) -> None:
-        served.index.remove(num)
-        served.eligibility.drop(num)
-
-    def position(self) -> tuple[int, str] | None:
-        """The served version and the last change applied to it (what `vistas status` is told)."""
-        return (self._served.version, self._served.last_change) if self._served else None
-
-    def remove(self, num: int) -> None:
-        """Drop an item from answers in this process now (DELETE does this before it returns)."""
-        with self._lock:
-            for served in (self._served, self._loaded):
-                if served is not None:
-                    self._remove(served, num)
-
-    def summaries(self, item_ids: list[str]) -> list[Summary | None]:
-        """What result lists show of these items, from the served version's columns (kept exact by the changes
-        stream): only items changed since the build, and those it lacks, cost a round trip, once."""
-        served = self._served
-        if served is None:
-            return self.store.items.summaries(item_ids)
-        return served.summaries.get_many(item_ids, served.index.item_ids.base_nums_of, self.store.items.summaries)
-
-    def search(self, query: np.ndarray, k: int, filters: Filters) -> list[tuple[int, float]]:
-        """Top ``k`` eligible items for a query vector."""
-        assert self._served is not None
-        served = self._served
-        return served.index.search(query, k, allowed=served.eligibility.base(filters), exclude=filters.exclude)

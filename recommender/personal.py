@@ -17,7 +17,8 @@ import numpy as np
 
 from recommender import reasons as why
 from recommender.events import DISMISS, EVENT_WEIGHTS, build_profile
-from recommender.index import LiveIndex, TopicIndex
+from recommender.index import TopicIndex
+from recommender.live_index import LiveIndex
 from recommender.ranking import MARGIN, Filters, Hit, shared_topics, unit
 from recommender.settings import Settings
 from recommender.store import Store
@@ -82,7 +83,7 @@ class UserVerbs:
         None when the item is not served."""
         index = self.index
         num = index.nums.get(item_id)
-        summary = self.live.summaries([item_id])[0] if num is not None else None
+        summary = self.live.summaries([item_id], [num])[0] if num is not None else None
         query = index.vector(num) if num is not None else None
         if summary is None or query is None:
             return None

@@ -15,7 +15,7 @@ from collections.abc import Callable, Collection, Sequence
 
 import numpy as np
 
-from recommender.index import LiveIndex
+from recommender.live_index import LiveIndex
 from recommender.personal import UserVerbs
 from recommender.ranking import MARGIN, Filters, Hit, maximal_marginal_relevance, shared_topics, unit
 from recommender.settings import Settings
@@ -47,7 +47,7 @@ class Recommender(UserVerbs):
     def similar_items(self, item_id: str, k: int, filters: Filters, diversity: float = 0.0) -> list[dict] | None:
         """Items most like ``item_id`` (never itself) under ``filters``; None when it is not served."""
         num = self.index.nums.get(item_id)
-        summary = self.live.summaries([item_id])[0] if num is not None else None
+        summary = self.live.summaries([item_id], [num])[0] if num is not None else None
         query = self.index.vector(num) if num is not None else None
         if summary is None or query is None:
             return None
@@ -80,10 +80,10 @@ class Recommender(UserVerbs):
         kept: list[tuple[Hit, Summary]] = []
         start = 0
         while len(kept) < k and start < len(hits):  # the first k, and more only for those deleted meanwhile (rare)
-            chunk = [(h, index.ids.get(h.num)) for h in hits[start:start + k - len(kept)]]
-            start += len(chunk)
-            chunk = [(h, item_id) for h, item_id in chunk if item_id is not None]
-            items = self.live.summaries([item_id for _, item_id in chunk])
+            wanted = hits[start:start + k - len(kept)]
+            start += len(wanted)
+            chunk = [(h, i) for h, i in zip(wanted, index.item_ids.ids_of([h.num for h in wanted])) if i is not None]
+            items = self.live.summaries([item_id for _, item_id in chunk], [h.num for h, _ in chunk])
             kept += [(h, item) for (h, _), item in zip(chunk, items) if item is not None and item.status != Status.DELETED]
         vectors = index.vectors[[hit.num for hit, _ in kept]]
         topics = shared_topics(topics_of, vectors, self.live.topics) if topics_of is not None else [[] for _ in kept]

@@ -18,7 +18,7 @@ from flask import Flask, current_app
 
 from recommender.catalog_map import MapCache
 from recommender.errors import ApiError
-from recommender.index import LiveIndex
+from recommender.live_index import LiveIndex
 from recommender.recommender import Recommender
 from recommender.settings import Settings
 from recommender.store import Store

@@ -10,7 +10,7 @@ import numpy as np
 from prometheus_client import REGISTRY
 
 from indexer.status import report
-from recommender.index import LiveIndex
+from recommender.live_index import LiveIndex
 from recommender.ranking import Filters
 from recommender.settings import Settings
 from recommender.store import Store

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from recommender.columns import ItemIds, SummaryTable
-from recommender.index import EXACT_MAX_ELIGIBLE, GRAPH_MIN_ITEMS, LiveIndex, TopicIndex
+from recommender.index import EXACT_MAX_ELIGIBLE, GRAPH_MIN_ITEMS, TopicIndex
+from recommender.live_index import LiveIndex
 from recommender.ranking import Eligibility, Filters
 from recommender.settings import Settings
 from recommender.store import Store
@@ -37,8 +38,7 @@ def exact_top(index: TopicIndex, query: np.ndarray, k: int) -> list[int]:
 @pytest.fixture(scope="module")
 def large(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A version-sized index saved to disk (nums 1..N, as Redis hands them out)."""
-    index = TopicIndex(DIM)
-    index.upsert(np.arange(1, N + 1), [f"item-{i}" for i in range(1, N + 1)], topic_vectors(N))
+    index = TopicIndex.built(np.arange(1, N + 1), [f"item-{i}" for i in range(1, N + 1)], topic_vectors(N))
     directory = tmp_path_factory.mktemp("large")
     index.save(directory)
     return directory
@@ -157,7 +157,7 @@ def serve_version(store: Store, settings: Settings, n: int) -> list[str]:
     index = TopicIndex(DIM)
     index.upsert(np.array([store.items.get(i).num for i in ids]), ids, vectors)
     with VersionStore(settings.data_dir).create(1, {"items": n, "changes_from": store.changes.last_id()}) as directory:
-        index.save(directory, store.items.summaries(ids))
+        index.save(directory, store.items.summaries)
         topics = [{"id": t, "name": f"topic {t}", "top_tags": []} for t in range(DIM)]
         (directory / TOPICS).write_text(json.dumps(topics))
     store.versions.set_current(1)
@@ -293,9 +293,14 @@ def test_a_mapped_graph_serves_items_added_after_it_was_built(large: Path) -> No
 def test_summaries_of_items_saved_out_of_number_order(tmp_path: Path) -> None:
     index = TopicIndex(DIM)
     index.upsert(np.array([9, 2, 5]), ["c", "a", "b"], topic_vectors(3))
-    index.save(tmp_path, [Summary.of(Item(id=i, title=f"title {i}")) for i in "abc"])
+    index.save(tmp_path, lambda ids: [Summary.of(Item(id=i, title=f"title {i}")) for i in ids])
     table, loaded = SummaryTable.load(tmp_path), TopicIndex.load(tmp_path)
-    assert [table.base(i, loaded.nums[i]).fields["title"] for i in "cab"] == ["title c", "title a", "title b"]
+    found = table.base(["c", "a", "b", "z"], [loaded.nums[i] for i in "cab"] + [None])
+    assert [s.fields["title"] for s in found[:3]] == ["title c", "title a", "title b"] and found[3] is None
+    assert loaded.item_ids.ids_of([5, 9, 2, 4, -1, 10**9]) == ["b", "c", "a", None, None, None]
+    loaded.item_ids.remove(9)
+    loaded.item_ids.set(4, "d")
+    assert loaded.item_ids.ids_of([5, 9, 4]) == ["b", None, "d"]
 
 
 def test_id_maps_over_the_columns_and_their_overlay(tmp_path: Path) -> None:

@@ -163,7 +163,7 @@ def synthetic_version(settings: Settings, store: Store, n: int) -> list[Item]:
     catalog_map = CatalogMap(ids, nums, titles, photos, topics.tolist(), layouts, summary)
     files = VersionStore(settings.data_dir)
     with files.create(1, {"items": n, "changes_from": store.changes.last_id()}) as directory:
-        index.save(directory, store.items.summaries(ids))  # the real items: the synthetic ones are not in Redis
+        index.save(directory, store.items.summaries)  # the real items: the synthetic ones are not in Redis
         catalog_map.save(directory)
         names = [{"id": t, "name": f"topic {t}", "top_tags": [{"tag": f"tag {t}", "weight": 1.0}]} for t in range(30)]
         (directory / TOPICS).write_text(json.dumps(names))

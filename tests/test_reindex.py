@@ -19,7 +19,8 @@ from indexer.rollback import rollback
 from indexer.vectors import CurrentModel, Tagged, index_tagged
 from indexer.worker import Worker
 from recommender.app import create_app
-from recommender.index import LiveIndex, TopicIndex
+from recommender.index import TopicIndex
+from recommender.live_index import LiveIndex
 from recommender.model.tagger import Tagger
 from recommender.settings import Settings
 from recommender.store import Store

@@ -18,7 +18,7 @@ import requests
 from indexer.embedded_redis import EmbeddedRedis
 from indexer.worker import Worker
 from recommender.app import create_app
-from recommender.index import LiveIndex
+from recommender.live_index import LiveIndex
 from recommender.model.tagger import Tagger
 from recommender.settings import Settings
 from recommender.store import Store

@@ -9,7 +9,7 @@ from typing import TypeVar
 from flask import request
 
 from recommender.errors import ApiError
-from recommender.index import LiveIndex
+from recommender.live_index import LiveIndex
 from recommender.ranking import Filters
 from recommender.store.items import parse_timestamp, valid_item_id
 

@@ -1,4 +1,4 @@
-"""The trained user model an API process serves, kept current, as :class:`recommender.index.LiveIndex`
+"""The trained user model an API process serves, kept current, as :class:`recommender.live_index.LiveIndex`
 keeps the index: when ``vistas train-users`` flips the user-model pointer, the new version is loaded on
 a background thread while requests go on with the old one, and swapped in between two requests.
 
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from recommender.index import LiveIndex
+from recommender.live_index import LiveIndex
 from recommender.store import Store
 from recommender.users.collaborative import EventLog
 from recommender.users.hybrid import HybridModel
