@@ -13,7 +13,7 @@ from recommender.api.params import filters_arg, float_arg, int_arg, item_id_arg,
 from recommender.errors import ApiError
 from recommender.events import EVENT_WEIGHTS, build_profile, decay, profile_topics
 from recommender.index import TopicIndex
-from recommender.ranking import Filters, maximal_marginal_relevance, unit
+from recommender.ranking import EligibleSets, Filters, maximal_marginal_relevance, unit
 from recommender.store.items import parse_timestamp
 from recommender.store.keys import Keys
 from recommender.validation import event_from_body, item_from_body
@@ -53,6 +53,24 @@ def test_mmr_with_diversity_prefers_what_is_unlike_the_first_pick() -> None:
     picked = maximal_marginal_relevance(np.array([1.0, 0.0]), [10, 11, 12], vectors, 2, 0.7)
     assert [n for n, _ in picked] == [10, 12]
     assert len(maximal_marginal_relevance(np.array([1.0, 0.0]), [10], vectors[:1], 5, 0.5)) == 1
+
+
+def test_a_graph_walk_takes_a_selector_only_when_some_node_is_not_eligible() -> None:
+    present = np.ones(10, dtype=bool)
+    nodes = present.copy()
+    nodes[8:] = False  # items 8 and 9 came after the build: no graph nodes
+    sets = EligibleSets()
+    assert sets.of(None, present, 0, nodes)[2] is None
+    only_new_out = present.copy()
+    only_new_out[9] = False
+    assert sets.of(only_new_out, present, 0, nodes)[1:] == (9, None)
+    one_out = present.copy()
+    one_out[3] = False
+    _, count, bits = sets.of(one_out, present, 0, nodes)
+    assert count == 9 and np.unpackbits(bits, bitorder="little")[:10].tolist() == one_out.tolist()
+    short = np.ones(5, dtype=bool)  # a mask shorter than the index admits nothing past its end
+    assert sets.of(short, present, 0, nodes)[2] is not None
+    assert EligibleSets().of(None, present, 0, None)[2] is not None  # no graph (an in-memory index): a bitmap
 
 
 def test_filters_excluding_adds_to_a_copy() -> None:
