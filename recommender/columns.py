@@ -284,6 +284,7 @@ class SummaryTable:
 
     def __init__(self, data: np.ndarray, offsets: np.ndarray):
         self._data, self._offsets = memoryview(data), offsets
+        self._offsets_view = memoryview(offsets)  # its items are Python ints, read 3 times faster than numpy's
         self.trusted = True
         self.stale: set[str] = set()
         self.fetched: dict[str, Summary] = {}
@@ -318,13 +319,13 @@ class SummaryTable:
         return cls(load(directory, SUMMARIES), load(directory, SUMMARY_OFFSETS))
 
     def base(self, item_ids: Sequence[str], nums: Sequence[int | None]) -> list[Summary | None]:
-        """What the build wrote of each item (numbered ``nums``), changes since aside; the records located at once."""
-        wanted = np.array([-1 if n is None else n for n in nums], dtype=np.int64)
-        inside = (wanted >= 0) & (wanted + 1 < len(self._offsets))
-        starts = np.where(inside, self._offsets[np.where(inside, wanted, 0)], 0).tolist()
-        ends = np.where(inside, self._offsets[np.where(inside, wanted + 1, 0)], 0).tolist()
-        data = self._data
-        return [Summary.from_record(i, bytes(data[a:b])) if b > a else None for i, a, b in zip(item_ids, starts, ends)]
+        """What the build wrote of each item (numbered ``nums``), changes since aside."""
+        offsets, data, top = self._offsets_view, self._data, len(self._offsets) - 2
+        out: list[Summary | None] = []
+        for item_id, num in zip(item_ids, nums):
+            start, end = (offsets[num], offsets[num + 1]) if num is not None and 0 <= num <= top else (0, 0)
+            out.append(Summary.from_record(item_id, bytes(data[start:end])) if end > start else None)
+        return out
 
     def forget(self, item_id: str) -> None:
         """A change arrived for ``item_id``: what the build wrote of it no longer holds."""
