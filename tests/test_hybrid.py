@@ -197,6 +197,30 @@ def test_observed_events_count_in_trending_at_once(fitted):
     assert model.trending(NOW + DAY)[item] > before + 100
 
 
+def test_trending_counts_only_events_strictly_before_now(fitted):
+    model, vectors, interest = fitted
+    model = HybridModel(model.config, weights=model.weights).fit(events(interest), vectors, n_users=300)
+    item, at = int(np.flatnonzero(interest == 7)[0]), NOW + DAY
+    before = model.trending(at)[item]
+    model.observe(EventLog.from_records([(999, item, "purchase", at)] * 20))
+    assert model.trending(at)[item] == pytest.approx(before)
+    assert model.trending(at + 1.0)[item] > before + 100
+
+
+def test_shared_scores_of_a_later_request_are_not_reused_for_an_earlier_one(fitted):
+    """Requests in the same minute share trending, but one at ``t`` never sees an event after ``t``, whatever
+    order they come in (an evaluation replays users' requests out of time order)."""
+    model, vectors, interest = fitted
+    item, minute = int(np.flatnonzero(interest == 7)[0]), (NOW + DAY) // 60 * 60
+    trained = HybridModel(model.config, weights=model.weights).fit(events(interest), vectors, n_users=300)
+    trained.observe(EventLog.from_records([(999, item, "purchase", minute + 30.0)] * 20))
+    fresh = trained.source_scores([trained.history([], minute + 10.0)], [minute + 10.0])["trending"][0, item]
+    trained._shared_cache.clear()
+    trained.source_scores([trained.history([], minute + 50.0)], [minute + 50.0])  # the later request first
+    again = trained.source_scores([trained.history([], minute + 10.0)], [minute + 10.0])["trending"][0, item]
+    assert again == pytest.approx(fresh, abs=1e-6)
+
+
 def test_closed_sale_windows_are_never_recommended():
     vectors, interest = catalog()
     windows = np.full((len(vectors), 2), np.nan)

@@ -128,11 +128,14 @@ class HybridModel(CandidateServing):
 
     def _shared_scores(self, now: float) -> dict[str, np.ndarray]:
         """The sources that do not depend on the user, z-scored over the items whose window is open at ``now``:
-        computed once a minute (and after :meth:`observe` / :meth:`add_items`), then shared by every request."""
+        computed once a minute (and after :meth:`observe` / :meth:`add_items`), then shared by every request.
+
+        Reused only by requests at or after the moment they were computed at: a request never sees an event
+        from after its own ``now`` (replays and evaluations ask in any order)."""
         key = (int(now // SHARED_TTL_S), len(self._trend_ts), self.n_items)
         cache = self._shared_cache
-        if key in cache:
-            return cache[key]
+        if key in cache and cache[key][0] <= now:
+            return cache[key][1]
         raw = {"trending": np.log1p(self.trending(now)), "popular": np.log1p(self.popularity)}
         proxy = self._new_item_proxy()
         if proxy.nnz:
@@ -148,7 +151,7 @@ class HybridModel(CandidateServing):
             out[f"order:{s}"] = np.argsort(-out[s], kind="stable")
         if len(cache) > 256:
             cache.clear()
-        cache[key] = out
+        cache[key] = (now, out)
         return out
 
     def also(self, item: int, k: int, exclude: Iterable[int] = ()) -> list[Rec]:
@@ -233,8 +236,9 @@ class HybridModel(CandidateServing):
         joblib.dump(self, path)
 
     def __getstate__(self) -> dict:
-        """Everything but the content candidates' FAISS index (rebuilt by :meth:`load`)."""
-        return {**self.__dict__, "_content": None}
+        """Everything but the content candidates' FAISS index (rebuilt by :meth:`load`) and the shared scores
+        (recomputed at the first request)."""
+        return {**self.__dict__, "_content": None, "_shared_cache": {}}
 
     @staticmethod
     def load(path) -> "HybridModel":
@@ -286,10 +290,11 @@ class HybridModel(CandidateServing):
         return ok
 
     def trending(self, now: float) -> np.ndarray:
-        """Time-decayed event weight per item at ``now`` (events after ``now`` do not count)."""
+        """Time-decayed event weight per item at ``now``: only events strictly before ``now`` count."""
         assert self._trend_ts is not None
         h = self.config.trend_half_life_days * DAY
-        lo, hi = np.searchsorted(self._trend_ts, [now - 12 * h, now], side="right")
+        lo = np.searchsorted(self._trend_ts, now - 12 * h, side="right")
+        hi = np.searchsorted(self._trend_ts, now, side="left")
         ages = now - self._trend_ts[lo:hi]
         w = self._trend_w[lo:hi] * 0.5 ** (ages / h)
         return np.bincount(self._trend_item[lo:hi], weights=w, minlength=self.n_items)
