@@ -14,8 +14,8 @@ way, see :mod:`recommender.users.candidates`):
 
 The blend is ``sum(weights[s] * z[s])``; the weights come from :func:`choose_weights`, a
 time-ordered holdout on the catalog's own events (each user's last event), one set for thin
-histories (at most ``THIN_ITEMS`` items) and one for the rest, with :data:`DEFAULT_WEIGHTS` when
-there are too few events. Each result carries the source that contributed most and, for the
+histories (at most ``THIN_ITEMS`` items), one for thin histories coming back after :data:`AWAY_S`
+("away") and one for the rest, with :data:`DEFAULT_WEIGHTS` when there are too few events. Each result carries the source that contributed most and, for the
 history-driven sources, the history item that brought it ("because you viewed X").
 
 A ``dismiss`` event removes the item for good and pushes down items like it by
@@ -36,7 +36,8 @@ import scipy.sparse as sp
 from recommender.users.candidates import CandidateServing
 from recommender.users.collaborative import DAY, DISMISS, EVENT_WEIGHTS, Collaborative, EventLog, confidence_matrix, decay
 from recommender.users.config import (
-    DEFAULT_WEIGHTS, SHARED_TTL_S, SOURCES, THIN_ITEMS, HybridConfig, History, Rec, nearest, zscore,
+    AWAY_S, DEFAULT_WEIGHTS, SHARED_TTL_S, SOURCES, THIN_ITEMS, HybridConfig, History, Rec, nearest, weights_for,
+    zscore,
 )
 
 
@@ -272,7 +273,8 @@ class HybridModel(CandidateServing):
         weights = np.bincount(inverse, weights=timed * recency, minlength=len(uniq)) if len(uniq) else np.zeros(0)
         confidence = np.bincount(inverse, weights=timed, minlength=len(uniq)) if len(uniq) else np.zeros(0)
         seen = np.array(sorted(set(uniq.tolist()) | dismissed), dtype=np.int64)
-        return History(uniq, weights, np.log1p(confidence), np.array(sorted(dismissed), dtype=np.int64), seen)
+        idle = float(now - ts.max()) if len(ts) else 0.0
+        return History(uniq, weights, np.log1p(confidence), np.array(sorted(dismissed), dtype=np.int64), seen, idle)
 
     def eligible(self, now: float) -> np.ndarray:
         """Items whose sale window is open at ``now`` (a fresh array: callers change it). Only the items with a
@@ -355,11 +357,14 @@ class HybridModel(CandidateServing):
                 ).astype(np.float32)
 
     def bucket(self, history: History) -> str:
-        return "thin" if history.n_items <= THIN_ITEMS else "full"
+        """Which weights blend for this history: "full", else "away" (back after :data:`AWAY_S`), else "thin"."""
+        if history.n_items > THIN_ITEMS:
+            return "full"
+        return "away" if history.idle > AWAY_S else "thin"
 
     def blend(self, sources: Mapping[str, np.ndarray], buckets: Sequence[str],
               weights: Mapping[str, Mapping[str, float]] | None = None) -> np.ndarray:
         weights = weights or self.weights
-        w = np.array([[weights[b].get(s, 0.0) for s in SOURCES] for b in buckets], dtype=np.float32)
+        w = np.array([[weights_for(weights, b).get(s, 0.0) for s in SOURCES] for b in buckets], dtype=np.float32)
         total = sum(w[:, j:j + 1] * sources[s] for j, s in enumerate(SOURCES)) - sources["penalty"]
         return np.where(sources["eligible"], total, -np.inf)
