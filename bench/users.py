@@ -12,20 +12,32 @@ typed event (5 purchase, 4 add to cart, 3 click, 1-2 view) at its real timestamp
 Split: each user's last interaction (by timestamp) is held out; full ranking over all
 items, k=10, items the user already had excluded; HR@10 and NDCG@10. Hyperparameters and
 blend weights are chosen on a validation holdout (each user's second-to-last
-interaction), never on the test items. Recommendations are made "right after the user's
-last history event" (``now`` = its timestamp): trending counts only events before that.
+interaction), never on the test items.
 
-Three columns:
+The request clock: a user asks for recommendations when they come back, a second before the
+interaction to predict (``now`` = its timestamp - 1 s, never before the user's own last history
+event). Every method that uses time sees only the events strictly before ``now``: trending and the
+recent-popularity baseline count nothing later, and no history event is after it (``ranks`` checks).
+Models are trained on the other users' whole histories, as is standard for this protocol (the same
+for every method).
+
+Columns:
 
 * all users: the whole history -> the held-out last item;
-* first 5 interactions -> last item: each user cut to their first 5 interactions, the same
-  held-out item (for two users in three it is in the same session; for the rest weeks later);
-* first 5 interactions -> next item: the same 5, and the 6th interaction as the target.
+* first 5 -> last item: each user cut to their first 5 interactions, the same held-out item (for
+  two users in three in the same session; for the rest weeks later);
+* first 5 -> next item: the same 5, and the 6th interaction as the target;
+* first 5 -> last, clock at 5th: the "last item" targets asked right after the 5th interaction, as
+  if the user had not gone away (the clock this benchmark used before).
 
-For the two cut columns users are split into 5 folds; each fold is scored by models trained on
+Baselines: popularity (all-time counts), recent popularity ("this week's bestsellers": counts
+decayed to ``now``, events before it only, the half-life chosen on the validation holdout), item-kNN
+and ALS from ``implicit`` (ALS's hyperparameters chosen on the validation holdout).
+
+For the cut columns users are split into 5 folds; each fold is scored by models trained on
 the other users' whole histories plus the fold's first 5 interactions, so no model has seen
 more of a cut user than those 5. A paired bootstrap over users gives 95% intervals of the
-hybrid's lead over ALS and popularity. ``--new-items`` adds a day-one check (every
+hybrid's lead over ALS and both popularities. ``--new-items`` adds a day-one check (every
 interaction of 10% of the items hidden from training), ``--scale U:E:I`` times training and
 requests on synthetic events instead. One run takes a few minutes on one core.
 
@@ -33,8 +45,8 @@ Each method is a function ``fit(train, context) -> scorer``; ``scorer(users, his
 returns a (users x items) score matrix. ``vistas`` is the product through its real code path
 (``bench/users_product.py``: the events written to a real Redis with their timestamps, ``vistas
 eval --users`` and ``vistas train-users`` logic, answers from ``GET /v1/users/{uid}/recommendations``
-with an injected clock). Optional: ``vistas (no model)``, the same API before any training (affinity
-profile blended with popularity); ``hybrid (model only)``, ``recommender.users.hybrid`` called
+with the app's clock set to each request's ``now``). Optional: ``vistas (no model)``, the same API
+before any training (affinity profile blended with popularity); ``hybrid (model only)``, ``recommender.users.hybrid`` called
 directly, with ``--ablation`` (each source off in turn).
 """
 
@@ -61,16 +73,18 @@ from recommender.users.tuning import (  # noqa: E402
 )
 
 from users_data import PACKAGE, VERSION, Dataset, item_vectors, load, scale  # noqa: E402
+from users_eval import (  # noqa: E402
+    CUT, K, Histories, Scorer, decayed_counts, evaluate, history_times, paired_ci, per_user, ranks, report,
+    request_times,
+)
 from users_product import Product  # noqa: E402
 
-K = 10
-CUT = 5
 FOLDS = 5
+#: What the recent-popularity baseline's half-life is chosen from (days), on the validation holdout.
+RECENT_HALF_LIVES = (0.25, 1.0, 3.0, 7.0, 30.0, 90.0, 365.0)
 
 
 # -- methods -----------------------------------------------------------------------------
-Histories = Sequence[list[dict]]
-Scorer = Callable[[Sequence[int], Histories, Sequence[float]], np.ndarray]
 
 
 @dataclass
@@ -93,6 +107,12 @@ def binary_rows(histories: Histories, n_items: int) -> sp.csr_matrix:
 def fit_popularity(train: EventLog, ctx: Context) -> Scorer:
     counts = confidence_matrix(train, ctx.n_users, ctx.n_items, 0.0, binary=True).sum(axis=0).A1
     return lambda users, histories, nows: np.broadcast_to(counts, (len(histories), ctx.n_items)).astype(np.float32)
+
+
+def fit_recent(train: EventLog, ctx: Context) -> Scorer:
+    """"This week's bestsellers": popularity decayed to each request's ``now``, from events before it only."""
+    half_life = ctx.params.get("recent", {}).get("half_life_days", 7.0)
+    return lambda users, histories, nows: decayed_counts(train, nows, half_life, ctx.n_items).astype(np.float32)
 
 
 def fit_knn(train: EventLog, ctx: Context) -> Scorer:
@@ -153,60 +173,47 @@ def fit_vistas_untrained(train: EventLog, ctx: Context) -> Scorer:
 
 METHODS: dict[str, Callable[[EventLog, Context], Scorer]] = {
     "popularity": fit_popularity,
+    "recent popularity": fit_recent,
     "item-kNN": fit_knn,
     "ALS": fit_als,
     "vistas": fit_vistas,
     "vistas (no model)": fit_vistas_untrained,
     "hybrid (model only)": fit_hybrid,
 }
-DEFAULT_METHODS = ("popularity", "item-kNN", "ALS", "vistas")
+DEFAULT_METHODS = ("popularity", "recent popularity", "item-kNN", "ALS", "vistas")
 PRODUCT = ("vistas", "vistas (no model)")
 
 
-# -- evaluation --------------------------------------------------------------------------
-def ranks(scorer: Scorer, histories: dict[int, list[dict]], targets: dict[int, int], batch: int = 256) -> np.ndarray:
-    """(better, ties) of each user's target, users in sorted order; the user's history items are excluded."""
-    users = [u for u in sorted(targets) if histories.get(u)]
-    out = []
-    for start in range(0, len(users), batch):
-        chunk = users[start:start + batch]
-        hist = [histories[u] for u in chunk]
-        scores = np.array(scorer(chunk, hist, [max(e["ts"] for e in h) for h in hist]), dtype=np.float64, copy=True)
-        for r, h in enumerate(hist):
-            scores[r, [e["item"] for e in h]] = -np.inf
-        out.append(rank_of(scores, np.array([targets[u] for u in chunk])))
-    return np.concatenate(out) if out else np.zeros((0, 2), dtype=np.int64)
+# -- tuning on the validation holdout ---------------------------------------------------
+def validation(train: EventLog) -> tuple[EventLog, dict[int, list[dict]], dict[int, int], dict[int, float]]:
+    """The validation holdout inside ``train`` (each user's last training interaction), asked at its time."""
+    inner, targets, at = split_last(train)
+    histories = user_histories(inner, targets)
+    return inner, histories, targets, request_times(histories, at)
 
 
-def evaluate(scorer: Scorer, histories: dict[int, list[dict]], targets: dict[int, int], n_items: int,
-             batch: int = 256) -> tuple[float, float]:
-    return hit_ndcg(ranks(scorer, histories, targets, batch), K)
-
-
-def per_user(r: np.ndarray) -> np.ndarray:
-    """(users, 2): each user's expected hit and NDCG (the mean of these is ``hit_ndcg``)."""
-    return np.array([hit_ndcg(row[None, :], K) for row in r]) if len(r) else np.zeros((0, 2))
-
-
-def paired_ci(a: np.ndarray, b: np.ndarray, draws: int = 2000, seed: int = 0) -> np.ndarray:
-    """95% bootstrap interval of mean(a - b) over users, for HR and NDCG: (2, 2) rows lo, hi."""
-    rng = np.random.default_rng(seed)
-    d = a - b
-    means = np.array([d[rng.integers(0, len(d), len(d))].mean(axis=0) for _ in range(draws)])
-    return np.percentile(means, [2.5, 97.5], axis=0)
+def tune_recent(train: EventLog, ctx: Context) -> dict:
+    """The recent-popularity baseline's half-life, on the validation holdout."""
+    inner, histories, targets, nows = validation(train)
+    best, best_params = (-1.0, -1.0), {}
+    for half_life in RECENT_HALF_LIVES:
+        c = Context(ctx.vectors, ctx.n_users, ctx.n_items, {"recent": {"half_life_days": half_life}})
+        hr, ndcg = evaluate(fit_recent(inner, c), histories, targets, nows)
+        if (ndcg, hr) > best:
+            best, best_params = (ndcg, hr), {"half_life_days": half_life}
+    return {**best_params, "validation_ndcg": best[0], "validation_hr": best[1]}
 
 
 def tune_als(train: EventLog, ctx: Context) -> dict:
     """ALS's regularisation, confidence scale and iterations, on the validation holdout."""
-    inner, targets, _ = split_last(train)
-    histories = user_histories(inner, targets)
+    inner, histories, targets, nows = validation(train)
     best, best_params = (-1.0, -1.0), {}
     for regularization in (0.01, 0.1, 1.0):
         for alpha in (1.0, 4.0, 16.0):
             for iterations in (15, 30):
                 params = {"regularization": regularization, "alpha": alpha, "iterations": iterations}
                 c = Context(ctx.vectors, ctx.n_users, ctx.n_items, {"als": params})
-                hr, ndcg = evaluate(fit_als(inner, c), histories, targets, ctx.n_items)
+                hr, ndcg = evaluate(fit_als(inner, c), histories, targets, nows)
                 if (ndcg, hr) > best:
                     best, best_params = (ndcg, hr), params
     return {**best_params, "validation_ndcg": best[0], "validation_hr": best[1]}
@@ -234,11 +241,15 @@ def main() -> None:
     t0 = time.perf_counter()
     data = load()
     vectors = item_vectors(data.tags)
-    train, test, _ = split_last(data.events, min_events=2)
+    train, test, test_at = split_last(data.events, min_events=2)
     print(f"MovieLens-100k from {PACKAGE} {VERSION}: {data.n_users} users, {data.n_items} items, "
           f"{len(data.events)} events; {len(test)} held out; topics {vectors.shape[1]}  ({time.perf_counter() - t0:.1f}s)")
     ctx = Context(vectors, data.n_users, data.n_items, {})
 
+    if "recent popularity" in methods:
+        t = time.perf_counter()
+        ctx.params["recent"] = {} if args.quick else tune_recent(train, ctx)
+        print(f"recent popularity chosen on validation: {ctx.params['recent']}  ({time.perf_counter() - t:.1f}s)")
     if "ALS" in methods:
         t = time.perf_counter()
         ctx.params["als"] = {} if args.quick else tune_als(train, ctx)
@@ -264,37 +275,21 @@ def main() -> None:
               f"{choice.weights}\nhybrid validation: {choice.validation}  ({time.perf_counter() - t:.1f}s)")
 
     full_hist = user_histories(train, test)
+    full_nows = request_times(full_hist, test_at)
     per: dict[str, dict[str, np.ndarray]] = {m: {} for m in methods}
     for name in methods:
         t = time.perf_counter()
-        per[name]["all"] = per_user(ranks(METHODS[name](train, ctx), full_hist, test))
-        print(f"  {name:<15} all users ({time.perf_counter() - t:.1f}s)", flush=True)
+        per[name]["all"] = per_user(ranks(METHODS[name](train, ctx), full_hist, test, full_nows))
+        print(f"  {name:<17} all users ({time.perf_counter() - t:.1f}s)", flush=True)
 
     if not args.no_cut:
-        users = np.array(sorted(test))
-        folds = np.random.default_rng(0).permutation(len(users)) % FOLDS
-        first = user_histories(train, users.tolist(), CUT)
-        following = {u: h[CUT]["item"] for u, h in full_hist.items() if len(h) > CUT}
-        for name in methods:
-            t = time.perf_counter()
-            parts: dict[str, list[tuple[list[int], np.ndarray]]] = {"cut": [], "next": []}
-            for f in range(FOLDS):
-                fold_users = set(users[folds == f].tolist())
-                keep = ~np.isin(train.user, list(fold_users)) | first_events(train, fold_users, CUT)
-                scorer = METHODS[name](train.subset(keep), ctx)
-                for regime, targets in (("cut", test), ("next", following)):
-                    wanted = {u: targets[u] for u in fold_users if u in targets}
-                    parts[regime].append((sorted(wanted), per_user(ranks(scorer, {u: first[u] for u in wanted}, wanted))))
-            for regime, chunks in parts.items():  # back in user order, so methods pair up
-                order = np.argsort(np.concatenate([c[0] for c in chunks]), kind="stable")
-                per[name][regime] = np.concatenate([c[1] for c in chunks])[order]
-            print(f"  {name:<15} first {CUT} interactions ({time.perf_counter() - t:.1f}s)", flush=True)
+        cut_users(train, test, test_at, full_hist, ctx, methods, per)
 
     if args.ablation and "hybrid (model only)" in methods:
         model = ctx.params["hybrid_fits"][0]
         users_ = sorted(test)
-        hist = [model.history(full_hist[u], max(e["ts"] for e in full_hist[u])) for u in users_]
-        sources = model.source_scores(hist, [max(e["ts"] for e in full_hist[u]) for u in users_])
+        hist = [model.history(full_hist[u], full_nows[u]) for u in users_]
+        sources = model.source_scores(hist, [full_nows[u] for u in users_])
         targets = np.array([test[u] for u in users_])
         print("\nablation, all users (weights as chosen, one source off):")
         for off in ("none",) + SOURCES:
@@ -304,16 +299,16 @@ def main() -> None:
             print(f"  without {off:<9} HR@10 {hr:.4f}  NDCG@10 {ndcg:.4f}")
 
     if args.new_items:
-        new_items(data, train, test, full_hist, ctx, methods)
+        new_items(data, train, test, test_at, full_hist, ctx, methods)
 
     results = {m: {r: tuple(v.mean(axis=0).tolist()) for r, v in by.items()} for m, by in per.items()}
     report(results)
     for lead in ("vistas", "hybrid (model only)"):
         for regime in per.get(lead, {}):
-            for base in ("ALS", "popularity"):
+            for base in ("ALS", "popularity", "recent popularity"):
                 if base in per and regime in per[base]:
                     (hr_lo, nd_lo), (hr_hi, nd_hi) = paired_ci(per[lead][regime], per[base][regime])
-                    print(f"{lead} - {base:<10} {regime:<4}: HR@10 [{hr_lo:+.4f}, {hr_hi:+.4f}]  "
+                    print(f"{lead} - {base:<17} {regime:<7}: HR@10 [{hr_lo:+.4f}, {hr_hi:+.4f}]  "
                           f"NDCG@10 [{nd_lo:+.4f}, {nd_hi:+.4f}]  (95% paired bootstrap over users)")
     trained = ctx.params.get("vistas_fits")
     if trained:
@@ -333,8 +328,36 @@ def main() -> None:
     print(f"total {time.perf_counter() - t0:.0f}s")
 
 
-def new_items(data: Dataset, train: EventLog, test: dict[int, int], full_hist: dict[int, list[dict]],
-              ctx: Context, methods: list[str], share: float = 0.1) -> None:
+def cut_users(train: EventLog, test: dict[int, int], test_at: dict[int, float], full_hist: dict[int, list[dict]],
+              ctx: Context, methods: list[str], per: dict[str, dict[str, np.ndarray]]) -> None:
+    """The users cut to their first ``CUT`` interactions, in ``FOLDS`` folds (each scored by models that saw no
+    more of them than those), into ``per[method]``: "cut" and "next" asked when the user comes back to the
+    target, "cut@5th" the same targets as "cut" asked right after the ``CUT``-th interaction."""
+    users = np.array(sorted(test))
+    folds = np.random.default_rng(0).permutation(len(users)) % FOLDS
+    first = user_histories(train, users.tolist(), CUT)
+    following = {u: h[CUT]["item"] for u, h in full_hist.items() if len(h) > CUT}
+    clocks = {"cut": request_times(first, test_at), "cut@5th": history_times(first),
+              "next": request_times(first, {u: full_hist[u][CUT]["ts"] for u in following})}
+    for name in methods:
+        t = time.perf_counter()
+        parts: dict[str, list[tuple[list[int], np.ndarray]]] = {r: [] for r in clocks}
+        for f in range(FOLDS):
+            fold_users = set(users[folds == f].tolist())
+            keep = ~np.isin(train.user, list(fold_users)) | first_events(train, fold_users, CUT)
+            scorer = METHODS[name](train.subset(keep), ctx)
+            for regime, nows in clocks.items():
+                targets = following if regime == "next" else test
+                wanted = {u: targets[u] for u in fold_users if u in targets}
+                parts[regime].append((sorted(wanted), per_user(ranks(scorer, first, wanted, nows))))
+        for regime, chunks in parts.items():  # back in user order, so methods pair up
+            order = np.argsort(np.concatenate([c[0] for c in chunks]), kind="stable")
+            per[name][regime] = np.concatenate([c[1] for c in chunks])[order]
+        print(f"  {name:<17} first {CUT} interactions ({time.perf_counter() - t:.1f}s)", flush=True)
+
+
+def new_items(data: Dataset, train: EventLog, test: dict[int, int], test_at: dict[int, float],
+              full_hist: dict[int, list[dict]], ctx: Context, methods: list[str], share: float = 0.1) -> None:
     """New items on day one: every training interaction of a random ``share`` of the items is hidden; the users
     whose held-out item is one of them are scored (their histories keep no hidden item)."""
     rng = np.random.default_rng(1)
@@ -342,34 +365,13 @@ def new_items(data: Dataset, train: EventLog, test: dict[int, int], full_hist: d
     keep = ~np.isin(train.item, list(hidden))
     wanted = {u: i for u, i in test.items() if i in hidden}
     histories = {u: [e for e in full_hist[u] if e["item"] not in hidden] for u in wanted}
+    wanted_at = {u: test_at[u] for u in wanted if histories[u]}
     print(f"\nnew items: {len(hidden)} items without any training interaction, {len(wanted)} users whose held-out "
           f"item is one of them; HR@10 / NDCG@10 over all items:")
     for name in methods:
-        r = ranks(METHODS[name](train.subset(keep), ctx), histories, wanted)
+        r = ranks(METHODS[name](train.subset(keep), ctx), histories, wanted, request_times(histories, wanted_at))
         hr, ndcg = hit_ndcg(r, K)
-        print(f"  {name:<15} {hr:.4f} / {ndcg:.4f}   median rank {np.median(r[:, 0] + r[:, 1] / 2):.0f} of {data.n_items}")
-
-
-def report(results: dict[str, dict[str, tuple[float, float]]]) -> None:
-    regimes = [r for r in ("all", "cut", "next") if any(r in v for v in results.values())]
-    label = {"all": "all users (last item)", "cut": f"first {CUT} interactions -> last item",
-             "next": f"first {CUT} interactions -> next item"}
-    print()
-    header = f"{'method':<16}" + "".join(f"| {label[r]:<37}" for r in regimes)
-    print(header)
-    print(f"{'':<16}" + "".join(f"| {'HR@10':>7} {'NDCG@10':>8} {'xALS':>9} {'xpop':>9} " for _ in regimes))
-    for name, by in results.items():
-        line = f"{name:<16}"
-        for r in regimes:
-            hr, ndcg = by[r]
-            als = results.get("ALS", {}).get(r)
-            pop = results.get("popularity", {}).get(r)
-            ratio = lambda base: f"{hr / base[0]:.2f}/{ndcg / base[1]:.2f}" if base and base[0] and base[1] else "-"
-            line += f"| {hr:7.4f} {ndcg:8.4f} {ratio(als):>9} {ratio(pop):>9} "
-        print(line)
-    print("(xALS, xpop: HR ratio / NDCG ratio)")
-
-
+        print(f"  {name:<17} {hr:.4f} / {ndcg:.4f}   median rank {np.median(r[:, 0] + r[:, 1] / 2):.0f} of {data.n_items}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ A throwaway Vistas: an embedded redis-server, the movies ingested as tag-only it
 the same topic model as any catalog), each method fit's events written to Redis through the store with
 their real timestamps, ``vistas eval --users`` and ``vistas train-users`` logic (``indexer.users``), and
 every answer a ``GET /v1/users/{uid}/recommendations?k=10`` of the real app, with its clock set to the
-moment right after the user's last history event.
+request's ``now`` (``bench/users.py``: a second before the interaction to predict).
 """
 
 from __future__ import annotations

@@ -197,6 +197,30 @@ def test_observed_events_count_in_trending_at_once(fitted):
     assert model.trending(NOW + DAY)[item] > before + 100
 
 
+def test_trending_counts_only_events_strictly_before_now(fitted):
+    model, vectors, interest = fitted
+    model = HybridModel(model.config, weights=model.weights).fit(events(interest), vectors, n_users=300)
+    item, at = int(np.flatnonzero(interest == 7)[0]), NOW + DAY
+    before = model.trending(at)[item]
+    model.observe(EventLog.from_records([(999, item, "purchase", at)] * 20))
+    assert model.trending(at)[item] == pytest.approx(before)
+    assert model.trending(at + 1.0)[item] > before + 100
+
+
+def test_shared_scores_of_a_later_request_are_not_reused_for_an_earlier_one(fitted):
+    """Requests in the same minute share trending, but one at ``t`` never sees an event after ``t``, whatever
+    order they come in (an evaluation replays users' requests out of time order)."""
+    model, vectors, interest = fitted
+    item, minute = int(np.flatnonzero(interest == 7)[0]), (NOW + DAY) // 60 * 60
+    trained = HybridModel(model.config, weights=model.weights).fit(events(interest), vectors, n_users=300)
+    trained.observe(EventLog.from_records([(999, item, "purchase", minute + 30.0)] * 20))
+    fresh = trained.source_scores([trained.history([], minute + 10.0)], [minute + 10.0])["trending"][0, item]
+    trained._shared_cache.clear()
+    trained.source_scores([trained.history([], minute + 50.0)], [minute + 50.0])  # the later request first
+    again = trained.source_scores([trained.history([], minute + 10.0)], [minute + 10.0])["trending"][0, item]
+    assert again == pytest.approx(fresh, abs=1e-6)
+
+
 def test_closed_sale_windows_are_never_recommended():
     vectors, interest = catalog()
     windows = np.full((len(vectors), 2), np.nan)
@@ -220,8 +244,46 @@ def test_weights_are_chosen_on_enough_events():
     vectors, interest = catalog()
     log = events(interest, users=400)
     choice = choose_weights(log, vectors, config=HybridConfig(factors=16, iterations=5), n_users=400)
-    assert choice.chosen and set(choice.weights) == {"thin", "full"}
+    assert choice.chosen and set(choice.weights) == {"thin", "away", "full"}
     assert choice.validation["full"]["hr"] > 0
+
+
+def test_away_weights_are_chosen_on_users_who_came_back():
+    """Users whose last event came a day after their first 5 give the "away" bucket its own validation."""
+    vectors, interest = catalog()
+    rng = np.random.default_rng(3)
+    rows = []
+    for u in range(400):
+        items = rng.choice(np.flatnonzero(interest == u % INTERESTS), 8, replace=False)
+        start = NOW - rng.uniform(2, 60) * DAY
+        for n, item in enumerate(items):
+            rows.append((u, int(item), "click", start + n * 60.0 + (DAY if n == 7 and u % 2 else 0.0)))
+    choice = choose_weights(EventLog.from_records(rows), vectors, config=HybridConfig(factors=16, iterations=5),
+                            n_users=400)
+    assert choice.chosen and choice.validation["away"]["users"] == pytest.approx(200)
+    assert choice.validation["thin"]["users"] == pytest.approx(400)
+
+
+def test_a_thin_history_back_after_a_gap_blends_with_the_away_weights(fitted):
+    model, vectors, interest = fitted
+    only = lambda source: {s: float(s == source) for s in ("als", "knn", "sequence", "content", "trending", "popular")}
+    served = HybridModel(model.config, weights={"thin": only("content"), "away": only("trending"),
+                                                "full": only("content")}).fit(events(interest), vectors, n_users=300)
+    beach = np.flatnonzero(interest == BEACH)[:3]
+    in_session = served.recommend(history(beach, start=NOW - 600.0), k=5, now=NOW)
+    back = served.recommend(history(beach, start=NOW - 3 * 3600.0), k=5, now=NOW)
+    assert {r.source for r in in_session} == {"content"} and {r.source for r in back} <= {"trending", "popular"}
+    assert served.bucket(served.history(history(beach, start=NOW - 3 * 3600.0), NOW)) == "away"
+
+
+def test_weights_recorded_before_the_away_bucket_serve_it_with_the_thin_ones(fitted):
+    model, vectors, interest = fitted
+    old = HybridModel(model.config, weights={b: dict(model.weights[b]) for b in ("thin", "full")}).fit(
+        events(interest), vectors, n_users=300)
+    beach = history(np.flatnonzero(interest == BEACH)[:3], start=NOW - 3 * 3600.0)
+    assert old.recommend(beach, k=5, now=NOW)
+    h = old.history(beach, NOW)
+    assert old.blend(old.source_scores([h], [NOW]), ["away"]).shape == (1, old.n_items)
 
 
 def test_ties_count_at_random_not_for_the_target():

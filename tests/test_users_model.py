@@ -170,7 +170,7 @@ def test_the_weights_eval_records_are_the_ones_the_api_uses(shop: Settings, stor
     assert done.returncode == 0, done.stderr
     assert "recorded in Redis" in done.stdout and "too few" not in done.stdout, done.stdout
     tuning = store.users.tuning()
-    assert tuning["chosen"] and set(tuning["weights"]) == {"thin", "full"} and tuning["validation"]
+    assert tuning["chosen"] and set(tuning["weights"]) == {"thin", "away", "full"} and tuning["validation"]
     report = train_users(shop, store, clock=lambda: NOW)
     status = subprocess.run([*VISTAS, "status"], capture_output=True, text=True, env=env_for(shop)).stdout
     assert f"users      model {report.version}: " in status and "chosen weights" in status, status

@@ -29,8 +29,10 @@ def command(settings: Settings, json_path: Path | None, users: bool, quick: bool
     
     With --users: hold out each user's last event (time order), choose the
     blend weights of the hybrid (content, collaborative, viewed-next, trending,
-    popular; one set for histories of at most 5 items, one for longer) and its
-    hyperparameters by NDCG@10 on that holdout, and record them in Redis:
+    popular; one set for histories of at most 5 items, one for those back after
+    an hour away, one for longer) and its hyperparameters by NDCG@10 on that
+    holdout, each user asked a second before the event to predict, and record
+    them in Redis:
     `vistas train-users` and the API use exactly those. Under 2,000 events or
     50 users with a holdout, the defaults are recorded and said so.
 

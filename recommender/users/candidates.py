@@ -31,7 +31,7 @@ from dataclasses import replace
 import numpy as np
 import scipy.sparse as sp
 
-from recommender.users.config import SOURCES, History, Rec, power
+from recommender.users.config import SOURCES, History, Rec, power, weights_for
 
 #: Candidates per source: at 200 the union held 99.9% of the dense top 10 at 100k items (``bench/users_latency.py``)
 #: and all of it on catalogs within the exact limits below (``tests/test_candidates.py``).
@@ -215,7 +215,7 @@ class CandidateServing:
             items = np.flatnonzero(valid)
         z = self._z_at(h, raw, stats, shared, items)
         bucket = self.bucket(h)
-        w = self.weights[bucket]
+        w = weights_for(self.weights, bucket)
         scores = sum(w.get(s, 0.0) * z[s] for s in SOURCES)
         if len(h.dismissed):
             scores = scores - self.dismiss_push(h.dismissed, items)

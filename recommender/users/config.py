@@ -4,6 +4,7 @@ the model and its tuning share (kept apart so neither module passes 400 lines)."
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import numpy as np
@@ -11,12 +12,16 @@ import numpy as np
 SOURCES: tuple[str, ...] = ("als", "knn", "sequence", "content", "trending", "popular")
 THIN_ITEMS = 5
 THIN_FOLDS = 2
+#: A thin history whose last event is longer ago than this at the request is "away": the user came back (a
+#: session gap), and what they pick then follows what is selling more than their few items (its own weights).
+AWAY_S = 3600.0
 #: How long the user-independent scores (trending, popular) are reused, in seconds of ``now``.
 SHARED_TTL_S = 60
-BUCKETS = ("thin", "full")
+BUCKETS = ("thin", "away", "full")
 #: Used when the event log is too small to choose from (and as the search's starting point).
 DEFAULT_WEIGHTS: dict[str, dict[str, float]] = {
     "thin": {"als": 0.5, "knn": 0.5, "sequence": 0.5, "content": 0.125, "trending": 1.0, "popular": 0.25},
+    "away": {"als": 0.25, "knn": 0.25, "sequence": 0.25, "content": 0.125, "trending": 2.0, "popular": 0.25},
     "full": {"als": 0.5, "knn": 0.5, "sequence": 0.5, "content": 0.125, "trending": 0.25, "popular": 0.125},
 }
 #: Below either, :func:`choose_weights` keeps the defaults.
@@ -85,10 +90,16 @@ class History:
     confidence: np.ndarray  # type weight x time decay only (the ALS fold-in row)
     dismissed: np.ndarray
     seen: np.ndarray
+    idle: float = 0.0  # seconds from the last positive event to the request (0 without any)
 
     @property
     def n_items(self) -> int:
         return len(self.items)
+
+
+def weights_for(weights: Mapping[str, Mapping[str, float]], bucket: str) -> Mapping[str, float]:
+    """A bucket's blend weights; "away" is "thin" in weights recorded before it existed."""
+    return weights[bucket] if bucket in weights or bucket != "away" else weights["thin"]
 
 
 def zscore(scores: np.ndarray, eligible: np.ndarray) -> np.ndarray:

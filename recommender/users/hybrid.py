@@ -14,8 +14,8 @@ way, see :mod:`recommender.users.candidates`):
 
 The blend is ``sum(weights[s] * z[s])``; the weights come from :func:`choose_weights`, a
 time-ordered holdout on the catalog's own events (each user's last event), one set for thin
-histories (at most ``THIN_ITEMS`` items) and one for the rest, with :data:`DEFAULT_WEIGHTS` when
-there are too few events. Each result carries the source that contributed most and, for the
+histories (at most ``THIN_ITEMS`` items), one for thin histories coming back after :data:`AWAY_S`
+("away") and one for the rest, with :data:`DEFAULT_WEIGHTS` when there are too few events. Each result carries the source that contributed most and, for the
 history-driven sources, the history item that brought it ("because you viewed X").
 
 A ``dismiss`` event removes the item for good and pushes down items like it by
@@ -36,7 +36,8 @@ import scipy.sparse as sp
 from recommender.users.candidates import CandidateServing
 from recommender.users.collaborative import DAY, DISMISS, EVENT_WEIGHTS, Collaborative, EventLog, confidence_matrix, decay
 from recommender.users.config import (
-    DEFAULT_WEIGHTS, SHARED_TTL_S, SOURCES, THIN_ITEMS, HybridConfig, History, Rec, nearest, zscore,
+    AWAY_S, DEFAULT_WEIGHTS, SHARED_TTL_S, SOURCES, THIN_ITEMS, HybridConfig, History, Rec, nearest, weights_for,
+    zscore,
 )
 
 
@@ -128,11 +129,14 @@ class HybridModel(CandidateServing):
 
     def _shared_scores(self, now: float) -> dict[str, np.ndarray]:
         """The sources that do not depend on the user, z-scored over the items whose window is open at ``now``:
-        computed once a minute (and after :meth:`observe` / :meth:`add_items`), then shared by every request."""
+        computed once a minute (and after :meth:`observe` / :meth:`add_items`), then shared by every request.
+
+        Reused only by requests at or after the moment they were computed at: a request never sees an event
+        from after its own ``now`` (replays and evaluations ask in any order)."""
         key = (int(now // SHARED_TTL_S), len(self._trend_ts), self.n_items)
         cache = self._shared_cache
-        if key in cache:
-            return cache[key]
+        if key in cache and cache[key][0] <= now:
+            return cache[key][1]
         raw = {"trending": np.log1p(self.trending(now)), "popular": np.log1p(self.popularity)}
         proxy = self._new_item_proxy()
         if proxy.nnz:
@@ -148,7 +152,7 @@ class HybridModel(CandidateServing):
             out[f"order:{s}"] = np.argsort(-out[s], kind="stable")
         if len(cache) > 256:
             cache.clear()
-        cache[key] = out
+        cache[key] = (now, out)
         return out
 
     def also(self, item: int, k: int, exclude: Iterable[int] = ()) -> list[Rec]:
@@ -233,8 +237,9 @@ class HybridModel(CandidateServing):
         joblib.dump(self, path)
 
     def __getstate__(self) -> dict:
-        """Everything but the content candidates' FAISS index (rebuilt by :meth:`load`)."""
-        return {**self.__dict__, "_content": None}
+        """Everything but the content candidates' FAISS index (rebuilt by :meth:`load`) and the shared scores
+        (recomputed at the first request)."""
+        return {**self.__dict__, "_content": None, "_shared_cache": {}}
 
     @staticmethod
     def load(path) -> "HybridModel":
@@ -268,7 +273,8 @@ class HybridModel(CandidateServing):
         weights = np.bincount(inverse, weights=timed * recency, minlength=len(uniq)) if len(uniq) else np.zeros(0)
         confidence = np.bincount(inverse, weights=timed, minlength=len(uniq)) if len(uniq) else np.zeros(0)
         seen = np.array(sorted(set(uniq.tolist()) | dismissed), dtype=np.int64)
-        return History(uniq, weights, np.log1p(confidence), np.array(sorted(dismissed), dtype=np.int64), seen)
+        idle = float(now - ts.max()) if len(ts) else 0.0
+        return History(uniq, weights, np.log1p(confidence), np.array(sorted(dismissed), dtype=np.int64), seen, idle)
 
     def eligible(self, now: float) -> np.ndarray:
         """Items whose sale window is open at ``now`` (a fresh array: callers change it). Only the items with a
@@ -286,10 +292,11 @@ class HybridModel(CandidateServing):
         return ok
 
     def trending(self, now: float) -> np.ndarray:
-        """Time-decayed event weight per item at ``now`` (events after ``now`` do not count)."""
+        """Time-decayed event weight per item at ``now``: only events strictly before ``now`` count."""
         assert self._trend_ts is not None
         h = self.config.trend_half_life_days * DAY
-        lo, hi = np.searchsorted(self._trend_ts, [now - 12 * h, now], side="right")
+        lo = np.searchsorted(self._trend_ts, now - 12 * h, side="right")
+        hi = np.searchsorted(self._trend_ts, now, side="left")
         ages = now - self._trend_ts[lo:hi]
         w = self._trend_w[lo:hi] * 0.5 ** (ages / h)
         return np.bincount(self._trend_item[lo:hi], weights=w, minlength=self.n_items)
@@ -350,11 +357,14 @@ class HybridModel(CandidateServing):
                 ).astype(np.float32)
 
     def bucket(self, history: History) -> str:
-        return "thin" if history.n_items <= THIN_ITEMS else "full"
+        """Which weights blend for this history: "full", else "away" (back after :data:`AWAY_S`), else "thin"."""
+        if history.n_items > THIN_ITEMS:
+            return "full"
+        return "away" if history.idle > AWAY_S else "thin"
 
     def blend(self, sources: Mapping[str, np.ndarray], buckets: Sequence[str],
               weights: Mapping[str, Mapping[str, float]] | None = None) -> np.ndarray:
         weights = weights or self.weights
-        w = np.array([[weights[b].get(s, 0.0) for s in SOURCES] for b in buckets], dtype=np.float32)
+        w = np.array([[weights_for(weights, b).get(s, 0.0) for s in SOURCES] for b in buckets], dtype=np.float32)
         total = sum(w[:, j:j + 1] * sources[s] for j, s in enumerate(SOURCES)) - sources["penalty"]
         return np.where(sources["eligible"], total, -np.inf)

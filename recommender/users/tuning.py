@@ -10,7 +10,8 @@ import numpy as np
 
 from recommender.users.collaborative import EventLog
 from recommender.users.config import (
-    DEFAULT_WEIGHTS, MIN_EVENTS, MIN_VALIDATION_USERS, SOURCES, THIN_FOLDS, THIN_ITEMS, WEIGHT_GRID, HybridConfig,
+    AWAY_S, DEFAULT_WEIGHTS, MIN_EVENTS, MIN_VALIDATION_USERS, SOURCES, THIN_FOLDS, THIN_ITEMS, WEIGHT_GRID,
+    HybridConfig,
 )
 from recommender.users.hybrid import HybridModel
 
@@ -129,16 +130,25 @@ class Choice:
     reason: str = ""
 
 
+def request_time(history: Sequence[Mapping], at: float) -> float:
+    """When a validation user asks: a second before the event to predict (they came back for it), never before
+    their own last history event (as a served request, it sees nothing from after it)."""
+    return max(float(history[-1]["ts"]), at - 1.0)
+
+
 def choose_weights(
     events: EventLog, item_vectors: np.ndarray, item_windows: np.ndarray | None = None,
     config: HybridConfig | None = None, n_users: int | None = None, k: int = 10, max_users: int = 5000,
     seed: int = 0,
 ) -> Choice:
-    """The blend's weights from a time-ordered holdout of ``events``, per bucket, always predicting the event
-    that follows a history: ``full``, each user's last event from all before it; ``thin``, each user's event
-    number ``THIN_ITEMS + 1`` from the ``THIN_ITEMS`` before it.
+    """The blend's weights from a time-ordered holdout of ``events``, per bucket, each predicting an event from
+    the history before it, asked a second before it: ``full``, each user's last event from all before it;
+    ``thin``, each user's event number ``THIN_ITEMS + 1`` from the ``THIN_ITEMS`` before it (nearly always in
+    the same session); ``away``, each user's last event from their first ``THIN_ITEMS``, for the users whose
+    last event came more than :data:`AWAY_S` after those (they came back).
 
-    Falls back to :data:`DEFAULT_WEIGHTS` under :data:`MIN_EVENTS` events or :data:`MIN_VALIDATION_USERS` users."""
+    Falls back to :data:`DEFAULT_WEIGHTS` under :data:`MIN_EVENTS` events or :data:`MIN_VALIDATION_USERS` users
+    (per bucket for the thin ones)."""
     defaults = {b: dict(w) for b, w in DEFAULT_WEIGHTS.items()}
     if len(events) < MIN_EVENTS:
         return Choice(defaults, False, {}, 0, f"{len(events)} events < {MIN_EVENTS}")
@@ -154,36 +164,46 @@ def choose_weights(
     whole = user_histories(train, users)
     # full: each user's whole history -> the held-out last event, one model on all the other events
     model = HybridModel(config).fit(train, item_vectors, item_windows, n_users=n_users)
-    nows = [max(e["ts"] for e in whole[u]) for u in users]
-    parts = [(model, model.source_scores([model.history(whole[u], t) for u, t in zip(users, nows)], nows),
-              np.array([targets[u] for u in users]))]
-    searched = {"full": parts}
-    # thin: the first THIN_ITEMS events -> the event right after them; in each of THIN_FOLDS folds the
-    # fold's users are cut to those events in training too, so no model has seen more of them
+    searched = {"full": [_scored(model, [whole[u] for u in users], [targets[u] for u in users],
+                                 [at[u] for u in users])], "thin": [], "away": []}
+    # thin and away: the first THIN_ITEMS events -> the event right after them, or the last one when it came
+    # after a gap; in each of THIN_FOLDS folds the fold's users are cut to those events in training too, so no
+    # model has seen more of them
     thin_users = [u for u in users if len(whole[u]) > THIN_ITEMS]
+    away = {u for u in thin_users if at[u] - whole[u][THIN_ITEMS - 1]["ts"] > AWAY_S}
     folds = np.random.default_rng(seed).permutation(len(thin_users)) % THIN_FOLDS
-    searched["thin"] = []
     if len(thin_users) >= MIN_VALIDATION_USERS:
         for f in range(THIN_FOLDS):
             fold = [u for u, g in zip(thin_users, folds.tolist()) if g == f]
-            cut = set(fold)
-            keep = ~np.isin(train.user, fold) | first_events(train, cut, THIN_ITEMS)
+            keep = ~np.isin(train.user, fold) | first_events(train, set(fold), THIN_ITEMS)
             fold_model = HybridModel(config).fit(train.subset(keep), item_vectors, item_windows, n_users=n_users)
-            raw = {u: whole[u][:THIN_ITEMS] for u in fold}
-            nows = [raw[u][-1]["ts"] for u in fold]
-            hist = [fold_model.history(raw[u], t) for u, t in zip(fold, nows)]
-            searched["thin"].append((fold_model, fold_model.source_scores(hist, nows),
-                                     np.array([whole[u][THIN_ITEMS]["item"] for u in fold])))
-    for bucket in ("full", "thin"):
+            searched["thin"].append(_scored(fold_model, [whole[u][:THIN_ITEMS] for u in fold],
+                                            [whole[u][THIN_ITEMS]["item"] for u in fold],
+                                            [whole[u][THIN_ITEMS]["ts"] for u in fold]))
+            back = [u for u in fold if u in away]
+            if back:
+                searched["away"].append(_scored(fold_model, [whole[u][:THIN_ITEMS] for u in back],
+                                                [targets[u] for u in back], [at[u] for u in back]))
+    if len(away) < MIN_VALIDATION_USERS:
+        searched["away"] = []
+    for bucket in ("full", "thin", "away"):
         if not searched[bucket]:
             result[bucket] = defaults[bucket]
             continue
-        sources = {key: np.concatenate([p[1][key] for p in searched[bucket]]) for key in searched[bucket][0][1]}
-        t = np.concatenate([p[2] for p in searched[bucket]])
+        sources = {key: np.concatenate([p[0][key] for p in searched[bucket]]) for key in searched[bucket][0][0]}
+        t = np.concatenate([p[1] for p in searched[bucket]])
         w, _ = search_weights(model, sources, t, bucket, defaults[bucket], k=k)
         hr, ndcg = hit_ndcg(rank_of(model.blend(sources, [bucket] * len(t), {bucket: w}), t), k)
         result[bucket], validation[bucket] = w, {"hr": hr, "ndcg": ndcg, "users": float(len(t))}
     return Choice(result, True, validation, len(users))
+
+
+def _scored(model: HybridModel, histories: Sequence[Sequence[Mapping]], targets: Sequence[int],
+            at: Sequence[float]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The sources' scores of ``histories``, each asked just before its target's time ``at``."""
+    nows = [request_time(h, t) for h, t in zip(histories, at)]
+    hist = [model.history(h, t) for h, t in zip(histories, nows)]
+    return model.source_scores(hist, nows), np.array(targets, dtype=np.int64)
 
 
 #: What :func:`tune` tries, one parameter at a time, from :class:`HybridConfig`'s defaults.
@@ -205,7 +225,7 @@ def tune(events: EventLog, item_vectors: np.ndarray, space: Mapping[str, Sequenc
          base: HybridConfig | None = None, log: Callable[[str], None] | None = None,
          **kwargs) -> tuple[HybridConfig, Choice, list[tuple[dict, float]]]:
     """Hyperparameters by coordinate search on the validation holdout of :func:`choose_weights`: each parameter
-    of ``space`` in turn, keeping a value when it raises the mean validation NDCG@10 of the two buckets."""
+    of ``space`` in turn, keeping a value when it raises the mean validation NDCG@10 of the buckets."""
     space = TUNE_SPACE if space is None else space
     best_cfg = base or HybridConfig()
 
