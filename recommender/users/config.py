@@ -3,8 +3,8 @@ the model and its tuning share (kept apart so neither module passes 400 lines)."
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np

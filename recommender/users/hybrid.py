@@ -15,8 +15,9 @@ way, see :mod:`recommender.users.candidates`):
 The blend is ``sum(weights[s] * z[s])``; the weights come from :func:`choose_weights`, a
 time-ordered holdout on the catalog's own events (each user's last event), one set for thin
 histories (at most ``THIN_ITEMS`` items), one for thin histories coming back after :data:`AWAY_S`
-("away") and one for the rest, with :data:`DEFAULT_WEIGHTS` when there are too few events. Each result carries the source that contributed most and, for the
-history-driven sources, the history item that brought it ("because you viewed X").
+("away") and one for the rest, with :data:`DEFAULT_WEIGHTS` when there are too few events. Each
+result carries the source that contributed most and, for the history-driven sources, the history
+item that brought it ("because you viewed X").
 
 A ``dismiss`` event removes the item for good and pushes down items like it by
 ``dismiss_penalty * max(0, cos - dismiss_floor) / (1 - dismiss_floor)`` (in z units of the blend).

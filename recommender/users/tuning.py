@@ -225,12 +225,15 @@ def tune(events: EventLog, item_vectors: np.ndarray, space: Mapping[str, Sequenc
          base: HybridConfig | None = None, log: Callable[[str], None] | None = None,
          **kwargs) -> tuple[HybridConfig, Choice, list[tuple[dict, float]]]:
     """Hyperparameters by coordinate search on the validation holdout of :func:`choose_weights`: each parameter
-    of ``space`` in turn, keeping a value when it raises the mean validation NDCG@10 of the buckets."""
+    of ``space`` in turn, keeping a value when it raises the buckets' validation NDCG@10, averaged over their users."""
     space = TUNE_SPACE if space is None else space
     best_cfg = base or HybridConfig()
 
-    def score(c: Choice) -> float:
-        return float(np.mean([v["ndcg"] for v in c.validation.values()])) if c.validation else -1.0
+    def score(c: Choice) -> float:  # each bucket counts by its validation users, as the served requests do
+        if not c.validation:
+            return -1.0
+        return float(np.average([v["ndcg"] for v in c.validation.values()],
+                                weights=[v["users"] for v in c.validation.values()]))
 
     best = choose_weights(events, item_vectors, config=best_cfg, **kwargs)
     tried = [({}, score(best))]
