@@ -39,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from multiprocessing import Pool
+from multiprocessing import Pool, get_context
 from pathlib import Path
 from unittest.mock import patch
 
@@ -127,7 +127,9 @@ def measure(size: int, args: argparse.Namespace, work: Path) -> dict[str, float]
     with EmbeddedRedis(work / f"redis-{size}", persist=False) as redis_server:
         store = Store.from_url(redis_server.url, PREFIX)
         started = time.perf_counter()
-        with Pool(1) as pool:  # its own process, so its peak memory is the build's alone
+        # its own process, so its peak memory is the build's alone; spawned, not forked: a child forked after
+        # this process ran OpenMP (the last size's graph) hangs in its first parallel region (GNU libgomp)
+        with get_context("spawn").Pool(1) as pool:
             build_peak = pool.apply(build, (redis_server.url, data_dir, size, size <= args.redis_max))
         print(f"  {size:>9,} items stored and version 1 written in {time.perf_counter() - started:.0f}s, "
               f"peak RSS {build_peak:.0f} MB", flush=True)
