@@ -337,12 +337,14 @@ class SummaryTable:
         self.trusted = False
         self.fetched.clear()
 
-    def get_many(self, item_ids: Sequence[str], base_nums: Callable[[Sequence[str]], list[int | None]],
+    def get_many(self, item_ids: Sequence[str], nums: Sequence[int | None],
                  fetch: Callable[[list[str]], list[Summary | None]]) -> list[Summary | None]:
-        """Each item's summary: fetched since, else the build's (``base_nums`` finds the rows), else from ``fetch``."""
+        """Each item's summary: fetched since, else the build's (``nums``: each id's number in the columns), else
+        from ``fetch``."""
         found: list[Summary | None] = [self.fetched.get(i) for i in item_ids]
-        mapped = [i for i, s in zip(item_ids, found) if s is None and i not in self.stale] if self.trusted else []
-        from_columns = dict(zip(mapped, self.base(mapped, base_nums(mapped)))) if mapped else {}
+        rows = [k for k, (i, s) in enumerate(zip(item_ids, found)) if s is None and i not in self.stale]
+        mapped = [item_ids[k] for k in rows] if self.trusted else []
+        from_columns = dict(zip(mapped, self.base(mapped, [nums[k] for k in rows]))) if mapped else {}
         found = [s if s is not None else from_columns.get(i) for i, s in zip(item_ids, found)]
         missing = [i for i, s in zip(item_ids, found) if s is None]
         if not missing:

@@ -217,11 +217,8 @@ class LiveIndex:
         if served is None:
             return self.store.items.summaries(item_ids)
         if nums is None:
-            base_nums = served.index.item_ids.base_nums_of
-        else:
-            known = dict(zip(item_ids, nums))  # an id the columns serve has the number they give it (see ItemIds)
-            base_nums = lambda ids: [known[i] for i in ids]  # noqa: E731 - the one-line lookup get_many asks for
-        return served.summaries.get_many(item_ids, base_nums, self.store.items.summaries)
+            nums = served.index.item_ids.base_nums_of(item_ids)  # an id the columns serve keeps their number
+        return served.summaries.get_many(item_ids, nums, self.store.items.summaries)
 
     def search(self, query: np.ndarray, k: int, filters: Filters) -> list[tuple[int, float]]:
         """Top ``k`` eligible items for a query vector."""
