@@ -59,8 +59,8 @@ class TopicIndex:
     took 80 MB; an ``IndexIDMap2`` adds its reverse map, 15 MB; ``IO_FLAG_MMAP`` maps
     nothing of either). A mapped graph cannot take new nodes, so items upserted since the
     load with another vector (``changed``) are scanned exactly beside every graph walk, graph
-    hits are rescored from ``vectors`` (a changed item's node is stale) and deletes are masked
-    out; the next version rebuilds the graph.
+    hits are then rescored from ``vectors`` (a changed item's node is stale; with nothing changed
+    the walk's own scores stand) and deletes are masked out; the next version rebuilds the graph.
     """
 
     def __init__(self, dim: int, item_ids: ItemIds | None = None, vectors: np.ndarray | None = None):
@@ -73,6 +73,7 @@ class TopicIndex:
         self.nodes: np.ndarray | None = None  # by numeric id: True for the graph's items (``present`` at the load)
         self.changed = np.zeros(0, dtype=np.int64)  # nums upserted since the load, sorted
         self.state, self._eligible = 0, EligibleSets()  # ``state`` moves whenever ``present`` does
+        self._walks: dict[int, faiss.SearchParametersHNSW] = {}  # by efSearch, for walks without a selector
         self.ids: Mapping[int, str] = self.item_ids.ids
         self.nums: Mapping[str, int] = self.item_ids.nums
 
@@ -157,24 +158,33 @@ class TopicIndex:
 
     def _graph_search(self, q: np.ndarray, k: int, eligible: np.ndarray, bits: np.ndarray | None, share: float,
                       excluded: np.ndarray) -> list[tuple[int, float]]:
-        """The graph walk, under a selector of ``bits`` unless they are None (every node eligible)."""
+        """The graph walk, under a selector of ``bits`` unless they are None (every node eligible). Its scores are
+        the answer's unless items changed since the load: their nodes are stale, so every hit is rescored then."""
         assert self.graph is not None
         ef = int(max(EF_SEARCH, 2 * k) / share)
-        params = faiss.SearchParametersHNSW(efSearch=ef) if bits is None else faiss.SearchParametersHNSW(
-            sel=faiss.IDSelectorBitmap(len(bits), faiss.swig_ptr(bits)), efSearch=ef)  # n counts bytes
-        _, found = self.graph.search(q.reshape(1, -1), k + GRAPH_EXTRA_HITS + len(excluded), params=params)
-        nums = found[0][found[0] >= 0]  # distinct: one node per item
+        if bits is None:  # one set of parameters per ef: making one costs a tenth of a 1M-item walk
+            params = self._walks.get(ef) or self._walks.setdefault(ef, faiss.SearchParametersHNSW(efSearch=ef))
+        else:
+            params = faiss.SearchParametersHNSW(sel=faiss.IDSelectorBitmap(len(bits), faiss.swig_ptr(bits)),
+                                                efSearch=ef)  # n counts bytes
+        scores, found = self.graph.search(q.reshape(1, -1), k + GRAPH_EXTRA_HITS + len(excluded), params=params)
+        hit = found[0] >= 0  # distinct: one node per item
+        nums, scores = found[0][hit], scores[0][hit]
         if len(self.changed):
             changed = self.changed[self.changed < len(eligible)]
             nums = np.union1d(nums, changed[eligible[changed]])  # sorted, each num once
-        for num in excluded.tolist():  # a few (the query item): a comparison each, not np.isin's sort
-            nums = nums[nums != num]
-        return self._ranked(nums, self.vectors[nums] @ q, k)
+            scores = self.vectors[nums] @ q
+        if len(excluded):  # a few (the query item): a comparison each, not np.isin's sort
+            keep = np.ones(len(nums), dtype=bool)
+            for num in excluded.tolist():
+                keep &= nums != num
+            nums, scores = nums[keep], scores[keep]
+        return self._ranked(nums, scores, k)
 
     @staticmethod
     def _ranked(nums: np.ndarray, scores: np.ndarray, k: int) -> list[tuple[int, float]]:
         order = np.argsort(-scores, kind="stable")[:k]
-        return [(int(nums[i]), float(scores[i])) for i in order]
+        return list(zip(nums[order].tolist(), scores[order].tolist()))
 
     def save(self, directory: Path, summaries: SummarySource = lambda ids: [None] * len(ids)) -> None:
         """Write the version's columns: vectors, ids, an HNSW graph when the index is large enough to need one, and
