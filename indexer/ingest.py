@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -18,6 +19,7 @@ from tqdm import tqdm
 
 from indexer.build import build_version
 from indexer.manifest import Entry
+from indexer.reindex import LOCK_TTL_S
 from indexer.vectors import CurrentModel, Tagged, feature_matrix, index_tagged, place_on_map
 from recommender.model.tagger import Tagger, Tagging
 from recommender.model.vocabulary import merge_tags
@@ -25,9 +27,12 @@ from recommender.photos import ImageError
 from recommender.settings import Settings
 from recommender.store import Store
 from recommender.store.queue import Settled
+from recommender.store.reindex import Lease, LockHeld
 from recommender.versions import VersionStore
 
 log = logging.getLogger(__name__)
+#: Seconds between looks at the reindex lock while another job builds the first version.
+FIRST_VERSION_POLL_S = 0.5
 
 
 @dataclass
@@ -77,9 +82,9 @@ def ingest(
     tags = [merge_tags(taggings[i.id].labels if i.id in taggings else [], i.given_tags) for i in ready]
     tagged = [Tagged(i.id, i.num, tags[row], taggings[i.id].features if i.id in taggings else None)
               for row, i in enumerate(ready)]
-    if store.versions.current() == 0:
-        report.version = _first_version(settings, store, tagged, progress, report.phases)
-        report.built, report.indexed = True, len(ready)
+    first = _first_version(settings, store, tagged, progress, report.phases) if store.versions.current() == 0 else None
+    if first is not None:
+        report.version, report.built, report.indexed = first, True, len(ready)
     else:
         codes = index_tagged(store, CurrentModel(settings, store), tagged,
                              on_settled=lambda items, version: place_on_map(settings, store, items, version))
@@ -95,16 +100,45 @@ def ingest(
 
 def _first_version(
     settings: Settings, store: Store, tagged: list[Tagged], progress: bool, phases: dict[str, float]
-) -> int:
-    """Fit the topic model on the first items, build version 1 and make it current."""
-    version, vectors = build_version(
-        settings, store, [t.item_id for t in tagged], [t.num for t in tagged], [t.tags for t in tagged],
-        feature_matrix(tagged), phases,
-    )
-    for t, vector in zip(tqdm(tagged, desc="writing", unit="item", disable=not progress, leave=False), vectors):
-        store.items.mark_indexed(t.item_id, t.tags, vector, version, t.features)
-    store.versions.set_current(version)
-    return version
+) -> int | None:
+    """Fit the topic model on the first items, build version 1 and make it current; None when another job made a
+    version current first (the caller then indexes into that one).
+
+    Two first ingests at once would each build a version, and the later flip would hide the other's items from
+    every answer, so this runs under the reindex lock and flips through it (fenced, as a reindex flips).
+    """
+    lease = _first_version_lease(store)
+    if lease is None:
+        return None
+    try:
+        if store.versions.current():  # made while this job waited for the lock
+            return None
+        version, vectors = build_version(
+            settings, store, [t.item_id for t in tagged], [t.num for t in tagged], [t.tags for t in tagged],
+            feature_matrix(tagged), phases,
+        )
+        for t, vector in zip(tqdm(tagged, desc="writing", unit="item", disable=not progress, leave=False), vectors):
+            store.items.mark_indexed(t.item_id, t.tags, vector, version, t.features)
+        if not lease.flip(version):
+            raise RuntimeError(f"ingest {lease.job} lost the reindex lock before making version {version} current "
+                               "(it stalled past its renewals); nothing was published: run the ingest again")
+        return version
+    finally:
+        lease.release()
+
+
+def _first_version_lease(store: Store) -> Lease | None:
+    """The reindex lock for a first build, waiting while another job holds it; None once a version is current."""
+    job, waiting = f"ingest-{uuid.uuid4().hex[:12]}", None
+    while not store.versions.current():
+        try:
+            return store.reindex.lock(job, LOCK_TTL_S)
+        except LockHeld as held:
+            if held.holder != waiting:
+                log.info("ingest %s: %s holds the reindex lock; waiting for its version", job, held.holder)
+                waiting = held.holder
+            time.sleep(FIRST_VERSION_POLL_S)
+    return None
 
 
 def enqueue(entries: Sequence[Entry], store: Store, progress: bool = True) -> int:

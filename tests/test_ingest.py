@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from itertools import cycle
 from pathlib import Path
 
+import pytest
+
+from indexer import ingest as ingest_module
 from indexer.ingest import ingest
 from indexer.manifest import read_catalog
 from recommender.app import create_app
@@ -78,3 +84,32 @@ def test_tag_only_items_are_indexed(settings: Settings, store: Store, tagger: Ta
     assert item.status == "indexed" and ("beach", 1.0) in item.tags
     similar = create_app(settings).test_client().get(f"/v1/items/{rows[0]['id']}/similar?k=1").get_json()
     assert similar["items"][0]["id"] == rows[1]["id"]
+
+
+def test_two_first_ingests_at_once_make_one_version_that_serves_both(
+    settings: Settings, store: Store, tagger: Tagger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both find the catalog empty. Each used to build a version of its own, and the later flip hid the other's
+    items from every answer (their vectors were of a model nobody served)."""
+    rows = [dict(r, image="") for r in sample_rows()[:12]]
+    rows = [dict(r, tags=t) for r, t in zip(rows, cycle(["beach|sun", "beach|sea", "snow|mountain", "snow|ski"]))]
+    halves = [read_catalog(write_manifest(rows[:6], tmp_path / "a")), read_catalog(write_manifest(rows[6:], tmp_path / "b"))]
+    both_in, build = threading.Barrier(2), ingest_module.build_version
+
+    def build_once_both_could(*args, **kwargs):  # waits for the other ingest, unless something keeps it out
+        try:
+            both_in.wait(timeout=3)
+        except threading.BrokenBarrierError:
+            pass
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(ingest_module, "build_version", build_once_both_could)
+    with ThreadPoolExecutor(2) as pool:
+        reports = list(pool.map(lambda entries: ingest(entries, settings, store, tagger, progress=False), halves))
+    current = store.versions.current()
+    assert [r.built for r in sorted(reports, key=lambda r: -r.built)] == [True, False]
+    assert {r.version for r in reports} == {current} and sum(r.indexed for r in reports) == 12
+    client = create_app(settings).test_client()
+    for row in rows:
+        assert store.items.get(row["id"]).version == current
+        assert client.get(f"/v1/items/{row['id']}/similar?k=1").status_code == 200, row["id"]
