@@ -3,8 +3,9 @@
 For each size (default 100k, 1M and 5M items) a fresh redis-server of its own is filled
 with synthetic indexed items through pipelines (random sparse 30-D topic vectors, a
 quarter of them flash sales with windows) and version 1 is written as a build writes it
-(memory-mapped columns, an HNSW graph from 20k items), in a child process whose peak RSS
-is printed: the build's memory, which must not grow a Python object per item. Then, each a
+(memory-mapped columns; from 20k items an HNSW graph and each item's row of nearest items,
+which `similar` reads), in a child process whose peak RSS and seconds are printed: the
+build's memory must not grow a Python object per item. Then, each a
 median over rounds:
 
 * **start-up**: seconds from launching `vistas serve` (one worker) to `/readyz` answering
@@ -131,8 +132,9 @@ def measure(size: int, args: argparse.Namespace, work: Path) -> dict[str, float]
         # this process ran OpenMP (the last size's graph) hangs in its first parallel region (GNU libgomp)
         with get_context("spawn").Pool(1) as pool:
             build_peak = pool.apply(build, (redis_server.url, data_dir, size, size <= args.redis_max))
-        print(f"  {size:>9,} items stored and version 1 written in {time.perf_counter() - started:.0f}s, "
-              f"peak RSS {build_peak:.0f} MB", flush=True)
+        built = time.perf_counter() - started
+        print(f"  {size:>9,} items stored and version 1 written in {built:.0f}s, peak RSS {build_peak:.0f} MB",
+              flush=True)
         loads = []
         for _ in range(args.starts):
             live, started = LiveIndex(store, VersionStore(data_dir)), time.perf_counter()
@@ -166,7 +168,7 @@ def measure(size: int, args: argparse.Namespace, work: Path) -> dict[str, float]
             stop(server)
     latencies = sorted(x for _, lat in rounds["similar"] for x in lat)
     figures = {
-        "build peak RSS MB": build_peak, "start-up s": statistics.median(starts), "start-up from S3 s": from_s3, "version load ms": statistics.median(loads) * 1000,
+        "build s": built, "build peak RSS MB": build_peak, "start-up s": statistics.median(starts), "start-up from S3 s": from_s3, "version load ms": statistics.median(loads) * 1000,
         "first worker RSS MB": workers[0]["rss"], "extra worker USS MB": workers[-1]["uss"],
         "extra worker PSS MB": workers[-1]["pss"],
         "similar req/s": statistics.median(t for t, _ in rounds["similar"]),

@@ -38,6 +38,7 @@ FETCHED_SUMMARIES = 50_000
 REMEMBERED_IDS = 100_000
 
 VECTORS = "vectors.npy"  # by numeric id: the L2-normalised topic vector, zero for none
+NEIGHBOURS = "neighbours.npy"  # by numeric id: its nearest items at the build, best first, -1 past the last (flat)
 IDS = "ids.npy"  # item ids, fixed-width bytes, sorted
 ID_NUMS = "id_nums.npy"  # the numeric id of each row of ids.npy
 ID_ROWS = "id_rows.npy"  # by numeric id: its row in ids.npy, -1 for none

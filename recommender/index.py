@@ -22,7 +22,7 @@ import faiss
 import numpy as np
 
 from recommender import columns
-from recommender.columns import VECTORS, ItemIds, SummaryTable
+from recommender.columns import NEIGHBOURS, VECTORS, ItemIds, SummaryTable
 from recommender.ranking import EligibleSets, Eligibility
 from recommender.store.items import Summary
 from recommender.versions import FAISS_INDEX
@@ -38,6 +38,14 @@ HNSW_M = 32
 EF_SEARCH = 32
 #: Graph hits asked beyond k, to cover stale nodes of items updated since the build.
 GRAPH_EXTRA_HITS = 4
+#: Nearest items a graph version keeps per item, found by the build's own walk (at ``NEIGHBOURS_EF``): the items
+#: like an item (``similar``) are read from its row, not walked for, while the row holds ``k`` eligible ones. A walk
+#: was the largest part of a ``similar`` request at 1M items (cache misses over the graph).
+NEIGHBOURS_KEPT = 32
+#: The build's walk for the rows is wider than a query's: it runs once per item, and an error would stay.
+NEIGHBOURS_EF = 64
+#: Items whose rows the build finds in one batch (a parallel search: the build's OpenMP threads).
+NEIGHBOURS_CHUNK = 20_000
 #: Items whose summaries ``TopicIndex.save`` reads (one pipelined read from Redis) and writes at a time.
 SAVE_CHUNK = 5000
 #: What ``TopicIndex.save`` reads summaries through: the summary of each id, None for none (``Items.summaries``).
@@ -71,6 +79,7 @@ class TopicIndex:
         self.present[self.item_ids.base_nums()] = True
         self.graph: faiss.IndexIDMap | None = None
         self.nodes: np.ndarray | None = None  # by numeric id: True for the graph's items (``present`` at the load)
+        self.neighbours: np.ndarray | None = None  # by numeric id: the build's nearest items (see ``like``)
         self.changed = np.zeros(0, dtype=np.int64)  # nums upserted since the load, sorted
         self.state, self._eligible = 0, EligibleSets()  # ``state`` moves whenever ``present`` does
         self._walks: dict[int, faiss.SearchParametersHNSW] = {}  # by efSearch, for walks without a selector
@@ -150,6 +159,38 @@ class TopicIndex:
             eligible[excluded] = False
         return self._exact_search(q[0], k, eligible)
 
+    def like(self, num: int, k: int, allowed: np.ndarray | None = None,
+             exclude: Collection[int] = ()) -> list[tuple[int, float]]:
+        """``search`` for the vector of item ``num`` (never the item itself), answered from its row of build-time
+        neighbours when it can be.
+
+        The row holds the build's nearest items, so while at least ``k`` of them are still eligible and unchanged,
+        no other unchanged item can beat those: the answer is the best ``k`` of them and of the eligible items
+        changed since the load (rescored from ``vectors``). An item changed since, or a row that cannot fill ``k``
+        (narrow filters, many deletes), walks the graph as ``search`` does.
+        """
+        vector = self.vector(num)
+        if vector is None:
+            return []
+        rows = self.neighbours
+        if rows is None or num >= len(rows) or k > NEIGHBOURS_KEPT or (len(self.changed) and _within(self.changed, num)):
+            return self.search(vector, k, allowed, {*exclude, num})
+        eligible, _, _ = self._eligible.of(allowed, self.present, self.state, self.nodes)
+        nums = rows[num]
+        nums = nums[(nums >= 0) & (nums < len(eligible))]
+        nums = nums[eligible[nums]]
+        if exclude:
+            nums = nums[_kept(nums, exclude)]
+        if len(self.changed):
+            nums = nums[~np.isin(nums, self.changed)]
+        if len(nums) < k:
+            return self.search(vector, k, allowed, {*exclude, num})
+        if len(self.changed):
+            changed = self.changed[self.changed < len(eligible)]
+            changed = changed[eligible[changed]]
+            nums = np.concatenate([nums, changed[_kept(changed, {*exclude, num})]])
+        return self._ranked(nums, self.vectors[nums] @ vector, k)
+
     def _exact_search(self, q: np.ndarray, k: int, eligible: np.ndarray) -> list[tuple[int, float]]:
         nums = np.flatnonzero(eligible)
         scores = self.vectors[nums] @ q
@@ -174,10 +215,8 @@ class TopicIndex:
             changed = self.changed[self.changed < len(eligible)]
             nums = np.union1d(nums, changed[eligible[changed]])  # sorted, each num once
             scores = self.vectors[nums] @ q
-        if len(excluded):  # a few (the query item): a comparison each, not np.isin's sort
-            keep = np.ones(len(nums), dtype=bool)
-            for num in excluded.tolist():
-                keep &= nums != num
+        if len(excluded):
+            keep = _kept(nums, excluded.tolist())
             nums, scores = nums[keep], scores[keep]
         return self._ranked(nums, scores, k)
 
@@ -200,6 +239,7 @@ class TopicIndex:
             graph = faiss.IndexIDMap(faiss.IndexHNSWFlat(self.dim, HNSW_M, faiss.METRIC_INNER_PRODUCT))
             graph.add_with_ids(self.vectors[nums], nums)
             faiss.write_index(graph, str(directory / FAISS_INDEX))
+            self._save_neighbours(directory, graph, nums)
             del graph
         eligibility = Eligibility()
         with SummaryTable.writing(directory, top) as add:
@@ -212,6 +252,23 @@ class TopicIndex:
                 add(chunk, found)
         eligibility.save(directory, rows)
 
+    def _save_neighbours(self, directory: Path, graph: faiss.Index, nums: np.ndarray) -> None:
+        """Each item's ``NEIGHBOURS_KEPT`` nearest other items as the graph finds them, by numeric id up to the
+        largest (``like``; items indexed later walk), written a chunk of numbers at a time."""
+        rows, params = int(nums.max()) + 1, faiss.SearchParametersHNSW(efSearch=NEIGHBOURS_EF)
+        dtype = np.dtype(np.int32 if rows < 2**31 else np.int64)  # 128 bytes a row
+        with columns.appended(directory, NEIGHBOURS, dtype) as write:
+            for start in range(0, rows, NEIGHBOURS_CHUNK):
+                block = np.full((min(NEIGHBOURS_CHUNK, rows - start), NEIGHBOURS_KEPT), -1, dtype=np.int64)
+                here = nums[(nums >= start) & (nums < start + len(block))]
+                if len(here):
+                    _, found = graph.search(self.vectors[here], NEIGHBOURS_KEPT + 1, params=params)
+                    others = found != here[:, None]  # the item itself, wherever the walk put it
+                    order = np.argsort(~others, axis=1, kind="stable")[:, :NEIGHBOURS_KEPT]  # others first, in order
+                    block[here - start] = np.where(np.take_along_axis(others, order, axis=1),
+                                                   np.take_along_axis(found, order, axis=1), -1)
+                write(block.reshape(-1))
+
     @classmethod
     def load(cls, directory: Path) -> "TopicIndex":
         if not (directory / VECTORS).is_file():
@@ -222,4 +279,22 @@ class TopicIndex:
         if (directory / FAISS_INDEX).is_file():
             self.graph = faiss.read_index(str(directory / FAISS_INDEX), faiss.IO_FLAG_MMAP_IFC)
             self.nodes = self.present.copy()
+        if (directory / NEIGHBOURS).is_file():
+            self.neighbours = columns.load(directory, NEIGHBOURS).reshape(-1, NEIGHBOURS_KEPT)
         return self
+
+
+def _within(sorted_nums: np.ndarray, num: int) -> bool:
+    """Whether ``num`` is in an ascending array (a binary search, not a pass over it)."""
+    at = int(np.searchsorted(sorted_nums, num))
+    return at < len(sorted_nums) and int(sorted_nums[at]) == num
+
+
+def _kept(nums: np.ndarray, exclude: Collection[int]) -> np.ndarray:
+    """Which of ``nums`` are not in ``exclude``: a comparison each for a few (the query item), np.isin's sort past."""
+    if len(exclude) > 8:
+        return ~np.isin(nums, np.fromiter(exclude, dtype=np.int64, count=len(exclude)))
+    keep = np.ones(len(nums), dtype=bool)
+    for num in exclude:
+        keep &= nums != num
+    return keep

@@ -225,3 +225,9 @@ class LiveIndex:
         assert self._served is not None
         served = self._served
         return served.index.search(query, k, allowed=served.eligibility.base(filters), exclude=filters.exclude)
+
+    def like(self, num: int, k: int, filters: Filters) -> list[tuple[int, float]]:
+        """Top ``k`` eligible items like item ``num`` (its own vector's, see ``TopicIndex.like``)."""
+        assert self._served is not None
+        served = self._served
+        return served.index.like(num, k, allowed=served.eligibility.base(filters), exclude=filters.exclude)

@@ -51,7 +51,7 @@ class Recommender(UserVerbs):
         query = self.index.vector(num) if num is not None else None
         if summary is None or query is None:
             return None
-        hits = self._ranked(query, k, filters.excluding([num]), diversity)
+        hits = self._ranked(query, k, filters.excluding([num]), diversity, like=num)
         return self._hydrate(hits, k, query, _shared_tags(set(summary.tags)))
 
     def search(self, vector: np.ndarray, k: int, filters: Filters, diversity: float = 0.0,
@@ -59,10 +59,12 @@ class Recommender(UserVerbs):
         """Items most like a query vector; ``tags`` (the query's own) are the reasons' tags."""
         return self._hydrate(self._ranked(vector, k, filters, diversity), k, vector, _shared_tags(set(tags)))
 
-    def _ranked(self, query: np.ndarray, k: int, filters: Filters, diversity: float) -> list[Hit]:
-        """Top ``k + MARGIN`` eligible items for ``query``, diversified when asked."""
+    def _ranked(self, query: np.ndarray, k: int, filters: Filters, diversity: float, like: int | None = None) -> list[Hit]:
+        """Top ``k + MARGIN`` eligible items for ``query`` (item ``like``'s vector, when it is one), diversified
+        when asked."""
         if diversity <= 0:
-            return [Hit(n, s) for n, s in self.live.search(query, k + MARGIN, filters)]
+            found = self.live.search(query, k + MARGIN, filters) if like is None else self.live.like(like, k + MARGIN, filters)
+            return [Hit(n, s) for n, s in found]
         pool = self.live.search(query, max(4 * k, 50), filters)
         if not pool:
             return []

@@ -5,8 +5,8 @@ from which point of the changes stream), the per-item columns API processes
 memory-map (``vectors.npy``, the id maps ``ids.npy``, ``id_nums.npy`` and ``id_rows.npy``,
 the summaries ``summaries.npy`` and ``summary_offsets.npy``, the filter fields ``kind.npy``,
 ``category.npy``, ``starts.npy``, ``ends.npy``, ``present.npy`` and ``codes.json``; see
-``recommender.columns``), ``index.faiss`` (the HNSW graph, for versions of at least
-``recommender.index.GRAPH_MIN_ITEMS`` items), ``topics.json`` (topic names and top
+``recommender.columns``), ``index.faiss`` (the HNSW graph) and ``neighbours.npy`` (each item's
+nearest items), for versions of at least ``recommender.index.GRAPH_MIN_ITEMS`` items, ``topics.json`` (topic names and top
 tags, all the API needs), ``model.joblib`` (the fitted topic model, for the
 indexer), ``map.json`` (2-D positions of every item in three representations,
 for the map page) and ``map-model.joblib`` (what places new items on that map,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from recommender.columns import ItemIds, SummaryTable
-from recommender.index import EXACT_MAX_ELIGIBLE, GRAPH_MIN_ITEMS, TopicIndex
+from recommender.index import EXACT_MAX_ELIGIBLE, GRAPH_MIN_ITEMS, NEIGHBOURS_KEPT, TopicIndex
 from recommender.live_index import LiveIndex
 from recommender.ranking import Eligibility, Filters
 from recommender.settings import Settings
@@ -116,6 +116,68 @@ def test_removed_and_updated_items_in_a_graph(large: Path) -> None:
     # 77's old node still sits where it was: its stale score (about 1) must not bring it back there
     assert float(was @ moved) < 0.9 and 77 not in {n for n, _ in index.search(was, 5)}
     np.testing.assert_allclose(index.vector(77), moved, rtol=1e-5, atol=1e-6)  # float32, not bit-exact
+
+
+class NoWalks:
+    """A graph that refuses to be walked: what answers then came from the build's rows."""
+
+    def search(self, *args, **kwargs):
+        raise AssertionError("walked the graph")
+
+
+def exact_like(index: TopicIndex, num: int, k: int) -> list[int]:
+    nums = np.flatnonzero(index.present)
+    nums = nums[nums != num]
+    return nums[np.argsort(-(index.vectors[nums] @ index.vectors[num]))[:k]].tolist()
+
+
+def test_items_like_an_item_are_read_from_its_row_not_walked_for(large: Path) -> None:
+    index = TopicIndex.load(large)
+    assert index.neighbours is not None and index.neighbours.shape[1] == NEIGHBOURS_KEPT
+    index.graph = NoWalks()
+    nums = np.random.default_rng(7).choice(np.arange(1, N + 1), 100, replace=False).tolist()
+    found = []
+    for num in nums:
+        hits = index.like(num, 15, exclude={num})
+        assert len(hits) == 15 and num not in {n for n, _ in hits}
+        scores = [s for _, s in hits]
+        assert scores == sorted(scores, reverse=True)
+        np.testing.assert_allclose(scores, index.vectors[[n for n, _ in hits]] @ index.vectors[num], rtol=1e-5)
+        found.append(len({n for n, _ in hits[:10]} & set(exact_like(index, num, 10))) / 10)
+    assert np.mean(found) >= 0.98  # the build's walk is wider than a query's (0.97 above)
+
+
+def test_rows_give_way_to_what_changed_since_the_build(large: Path) -> None:
+    index = TopicIndex.load(large)
+    num = 321
+    first = [n for n, _ in index.like(num, 10)]
+    index.remove(first[0])
+    index.upsert(np.array([4000]), ["item-4000"], index.vectors[num][None, :] + 1e-3)  # a near-twin appears
+    index.graph = NoWalks()  # the row still answers: it holds enough unchanged items
+    after = [n for n, _ in index.like(num, 10)]
+    assert after[0] == 4000 and first[0] not in after and set(first[1:9]) <= set(after)
+    index.upsert(np.array([num]), [f"item-{num}"], index.vectors[9000][None, :])  # the item itself moved
+    with pytest.raises(AssertionError, match="walked"):
+        index.like(num, 10)  # its row is stale: it walks from its new vector
+
+
+def test_a_row_that_cannot_fill_k_under_a_filter_walks_or_scans(large: Path) -> None:
+    index = TopicIndex.load(large)
+    allowed = np.random.default_rng(8).random(N + 1) < 0.6
+    for num in range(100, 120):
+        hits = [n for n, _ in index.like(num, 30, allowed)]
+        assert len(hits) == 30 and all(allowed[n] for n in hits)
+    narrow = np.random.default_rng(9).random(N + 1) < 0.003
+    narrow[50] = True  # the item itself is eligible, and still never its own answer
+    hits = [n for n, _ in index.like(50, 10, narrow)]
+    assert len(hits) == 10 and all(narrow[n] for n in hits)
+    assert hits == exact_like_under(index, 50, 10, narrow)
+
+
+def exact_like_under(index: TopicIndex, num: int, k: int, allowed: np.ndarray) -> list[int]:
+    nums = np.flatnonzero(index.present[: len(allowed)] & allowed[: len(index.present)])
+    nums = nums[nums != num]
+    return nums[np.argsort(-(index.vectors[nums] @ index.vectors[num]))[:k]].tolist()
 
 
 def test_a_mask_shorter_than_the_index_admits_nothing_past_its_end(large: Path) -> None:
