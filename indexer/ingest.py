@@ -80,8 +80,8 @@ def ingest(
         return report
 
     tags = [merge_tags(taggings[i.id].labels if i.id in taggings else [], i.given_tags) for i in ready]
-    tagged = [Tagged(i.id, i.num, tags[row], taggings[i.id].features if i.id in taggings else None)
-              for row, i in enumerate(ready)]
+    tagged = [Tagged(i.id, i.num, tags[row], taggings[i.id].features if i.id in taggings else None,
+                     seen=i.updated_at) for row, i in enumerate(ready)]
     first = _first_version(settings, store, tagged, progress, report.phases) if store.versions.current() == 0 else None
     if first is not None:
         report.version, report.built, report.indexed = first, True, len(ready)

@@ -274,19 +274,22 @@ class Reindex:
         with tqdm(total=len(candidates), desc="tagging", unit="item", disable=not self.progress) as bar:
             for start in range(0, len(candidates), CHUNK):
                 rows = [r for r in self._read(candidates[start:start + CHUNK]) if r is not None]
-                outcomes = [Outcome(Op.RETAG, r["id"], r["num"], merge_tags([], r["given_tags"]), job=self.job)
-                            for r in rows if not r["image"]]
+                seen = {r["id"]: float(r["updated_at"] or 0) for r in rows}  # a photo replaced since is not retagged
+                outcomes = [Outcome(Op.RETAG, r["id"], r["num"], merge_tags([], r["given_tags"]), job=self.job,
+                                    seen=seen[r["id"]]) for r in rows if not r["image"]]
                 photos = {r["id"]: r for r in rows if r["image"]}
                 missing: list[str] = []
                 for item_id, result in tagger.tag(fetched(((i, r["image"]) for i, r in photos.items()), missing)):
                     row = photos[item_id]
                     if isinstance(result, ImageError):
-                        outcomes.append(Outcome(Op.FAIL, item_id, row["num"], reason=str(result), job=self.job))
+                        outcomes.append(Outcome(Op.FAIL, item_id, row["num"], reason=str(result), job=self.job,
+                                                seen=seen[item_id]))
                     else:
                         tags = merge_tags(result.labels, row["given_tags"])
                         outcomes.append(Outcome(Op.RETAG, item_id, row["num"], tags, features=result.features,
-                                                job=self.job))
-                outcomes += [Outcome(Op.FAIL, i, photos[i]["num"], reason=NOT_STORED, job=self.job) for i in missing]
+                                                job=self.job, seen=seen[item_id]))
+                outcomes += [Outcome(Op.FAIL, i, photos[i]["num"], reason=NOT_STORED, job=self.job, seen=seen[i])
+                             for i in missing]
                 self.store.queue.settle(outcomes)
                 bar.update(len(candidates[start:start + CHUNK]))
                 self._check_lock()

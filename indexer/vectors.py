@@ -40,6 +40,7 @@ class Tagged:
     tags: list[tuple[str, float]]
     features: np.ndarray | None
     message: Message | None = None
+    seen: float | None = None  # the item's updated_at when it was read (``Outcome.seen``)
 
 
 class CurrentModel:
@@ -92,7 +93,7 @@ def index_tagged(
         batch = [tagged[i] for i in todo]
         vectors = transform(model, batch)
         outcomes = [
-            Outcome(Op.INDEX, t.item_id, t.num, t.tags, vector, t.features, message=t.message)
+            Outcome(Op.INDEX, t.item_id, t.num, t.tags, vector, t.features, message=t.message, seen=t.seen)
             for t, vector in zip(batch, vectors)
         ]
         for i, code in zip(todo, store.queue.settle(outcomes, consumer, version)):

@@ -282,11 +282,12 @@ class Worker:
             elif m.deliveries > self.settings.max_attempts:
                 last = item.reason or "the worker indexing it stopped (killed or crashed)"
                 fails.append(Outcome(Op.FAIL, item.id, item.num, reason=(
-                    f"gave up after {m.deliveries - 1} attempts; last: {last}"), message=m))
+                    f"gave up after {m.deliveries - 1} attempts; last: {last}"), message=m, seen=item.updated_at))
             elif item.image:
                 photos.append((m, item))
             else:
-                tag_only.append(Tagged(item.id, item.num, merge_tags([], item.given_tags), None, m))
+                tag_only.append(Tagged(item.id, item.num, merge_tags([], item.given_tags), None, m,
+                                       item.updated_at))
         tagged = tag_only + self._tag(photos, fails)
         self._settle(tagged, fails)
         failed = sum(o.op == Op.FAIL for o in fails)
@@ -309,24 +310,25 @@ class Worker:
                     self.tagger.tag(fetched(((m.id, item.image) for m, item in group), missing)))
                 for key in missing:
                     m, item = by_key[key]
-                    fails.append(Outcome(Op.FAIL, item.id, item.num, reason=NOT_STORED, message=m))
+                    fails.append(Outcome(Op.FAIL, item.id, item.num, reason=NOT_STORED, message=m, seen=item.updated_at))
             except Exception as exc:  # noqa: BLE001 - kept pending, retried alone, dead-lettered if it persists
                 self._note_error([item for _, item in group], f"tagging failed: {exc!r}")
                 continue
             for key, result in results:
                 m, item = by_key[key]
                 if isinstance(result, ImageError):
-                    fails.append(Outcome(Op.FAIL, item.id, item.num, reason=str(result), message=m))
+                    fails.append(Outcome(Op.FAIL, item.id, item.num, reason=str(result), message=m,
+                                         seen=item.updated_at))
                 else:
                     tagged.append(Tagged(item.id, item.num, merge_tags(result.labels, item.given_tags),
-                                         result.features, m))
+                                         result.features, m, item.updated_at))
         return tagged
 
     def _settle(self, tagged: list[Tagged], fails: list[Outcome]) -> None:
         retag = [t for t in tagged if t.message is not None and t.message.job]
         index = [t for t in tagged if t.message is None or not t.message.job]
-        outcomes = fails + [Outcome(Op.RETAG, t.item_id, t.num, t.tags, features=t.features, message=t.message)
-                            for t in retag]
+        outcomes = fails + [Outcome(Op.RETAG, t.item_id, t.num, t.tags, features=t.features, message=t.message,
+                                    seen=t.seen) for t in retag]
         codes = self.store.queue.settle(outcomes, self.name)
         self.stats.retagged += sum(c == Settled.SETTLED for o, c in zip(outcomes, codes) if o.op == Op.RETAG)
         if not index:

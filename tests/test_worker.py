@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import redis
 import requests
@@ -103,6 +104,42 @@ def test_a_photo_that_keeps_failing_is_retried_alone_then_dead_lettered(
     assert [d["id"] for d in store.queue.dead_letters()] == ["new-1"]
     queues = store.queue.stats()[store.keys.ingest]
     assert queues["pending"] == 0 and queues["waiting"] == 0
+
+
+class Overtaken:
+    """A tagger during whose work something else happens (``meanwhile``), as on a slower worker."""
+
+    def __init__(self, tagger: Tagger, meanwhile):
+        self.tagger, self.meanwhile, self.device, self.tag_arrays = tagger, meanwhile, tagger.device, tagger.tag_arrays
+
+    def tag(self, sources):
+        results = list(self.tagger.tag(sources))
+        self.meanwhile()
+        return results
+
+
+def test_a_slower_worker_never_undoes_a_faster_ones_index_of_a_replaced_photo(
+    settings: Settings, store: Store, tagger: Tagger, tmp_path: Path
+) -> None:
+    build_first_version(settings, store, tagger, tmp_path)
+    rows = {r["id"]: r for r in sample_rows()}
+    store.submit(photo_item("swap", rows["landmark-eiffeltower"]))
+    fast: dict[str, object] = {}
+
+    def replaced_and_indexed_elsewhere() -> None:
+        store.submit(photo_item("swap", next(r for r in rows.values() if r["category"] == "food_fruit")))
+        fast["stats"] = Worker(settings, store, tagger=tagger, name="fast", burst=True).run()
+        fast["item"] = store.items.get("swap")
+
+    slow = Worker(settings, store, tagger=Overtaken(tagger, replaced_and_indexed_elsewhere), name="slow",
+                  burst=True).run()
+
+    assert fast["stats"].indexed == 1 and slow.indexed == 0  # the old photo's outcome was not written
+    item, indexed = store.items.get("swap"), fast["item"]
+    assert item.status == "indexed" and item.tags == indexed.tags and item.image == indexed.image
+    np.testing.assert_array_equal(item.vector, indexed.vector)
+    assert item.tags != store.items.get("landmark-eiffeltower").tags  # the fruit's tags, not the tower's
+    assert store.queue.stats()[store.keys.ingest]["pending"] == 0  # both messages acknowledged
 
 
 def test_sigterm_finishes_the_current_batch_then_exits(

@@ -76,6 +76,9 @@ class Outcome:
     reason: str = ""
     message: Message | None = None
     job: str = ""  # the reindex job a RETAG (or its FAIL) counts toward
+    #: The item's ``updated_at`` as read before the work began (None: not checked). A write since (a PUT with a new
+    #: photo, which queued its own message) makes the outcome GONE: a slower worker cannot undo a faster one's.
+    seen: float | None = None
 
 
 CATALOG_LUA = """
@@ -121,18 +124,22 @@ return codes
 
 ITEM_LUA = """
 -- The items' half of settling: write each outcome into its item, unless the item is gone (never written,
--- or deleted) or the outcome is 'skip'. Returns 'settled' or 'gone' per outcome. Writing the same outcome
--- again writes the same values, so a settle retried after a crash is idempotent.
+-- deleted, or written again since the outcome's worker read it) or the outcome is 'skip'. Returns 'settled' or
+-- 'gone' per outcome. Writing the same outcome again writes the same values, so a settle retried after a crash
+-- is idempotent.
 -- KEYS: per outcome: item hash, features (one slot on a cluster: one item's, or several sharing one)
--- ARGV: model version used; then per outcome: op, tags or reason, vector, features, job
+-- ARGV: model version used; then per outcome: op, tags or reason, vector, features, job, updated_at as read
+--       ('' = not checked)
 local used = ARGV[1]
 local codes = {}
 for i = 0, #KEYS / 2 - 1 do
   local item, feats = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
-  local op, text, vector, features, job = unpack(ARGV, 2 + 5 * i, 6 + 5 * i)
-  local status = redis.call('HGET', item, 'status')
+  local op, text, vector, features, job, seen = unpack(ARGV, 2 + 6 * i, 7 + 6 * i)
+  local state = redis.call('HMGET', item, 'status', 'updated_at')
+  local status = state[1]
   local code = 'settled'
-  if op == 'skip' or not status or status == 'deleted' then
+  if op == 'skip' or not status or status == 'deleted'
+     or (seen ~= '' and (tonumber(state[2]) or 0) ~= tonumber(seen)) then
     code = 'gone'
   elseif op == 'fail' then
     redis.call('HSET', item, 'status', 'failed', 'reason', text)
@@ -267,7 +274,8 @@ class Queue(Part):
     def settle(self, outcomes: Sequence[Outcome], consumer: str = "", version: int = 0) -> list[Settled]:
         """Write each outcome, announce it and acknowledge its message.
 
-        One code per outcome: ``SETTLED``; ``GONE`` (the item was deleted: only acknowledged);
+        One code per outcome: ``SETTLED``; ``GONE`` (the item was deleted, or written again since the outcome's
+        ``seen``, when its own message indexes the new photo: only acknowledged);
         ``LOST`` (another worker claimed the message meanwhile: it settles it); ``STALE`` (an INDEX
         outcome computed with a topic model ``version`` that is no longer current: transform again).
 
@@ -316,7 +324,8 @@ class Queue(Part):
                 text = o.reason if o.op == Op.FAIL else json.dumps(o.tags)
                 vector = float32_bytes(o.vector) if o.vector is not None else b""
                 features = float16_bytes(o.features) if o.features is not None else b""
-                args += [o.op, text, vector, features, o.job or (o.message.job if o.message else "")]
+                args += [o.op, text, vector, features, o.job or (o.message.job if o.message else ""),
+                         "" if o.seen is None else repr(o.seen)]
             for i, code in zip(group, self._item_script(keys=keys, args=args)):
                 codes[i] = Settled(code.decode())
         return codes
