@@ -168,7 +168,8 @@ def measure(size: int, args: argparse.Namespace, work: Path) -> dict[str, float]
             stop(server)
     latencies = sorted(x for _, lat in rounds["similar"] for x in lat)
     figures = {
-        "build s": built, "build peak RSS MB": build_peak, "start-up s": statistics.median(starts), "start-up from S3 s": from_s3, "version load ms": statistics.median(loads) * 1000,
+        "build s": built, "build peak RSS MB": build_peak, "start-up s": statistics.median(starts),
+        "start-up from S3 s": from_s3, "version load ms": statistics.median(loads) * 1000,
         "first worker RSS MB": workers[0]["rss"], "extra worker USS MB": workers[-1]["uss"],
         "extra worker PSS MB": workers[-1]["pss"],
         "similar req/s": statistics.median(t for t, _ in rounds["similar"]),

@@ -310,7 +310,8 @@ class Worker:
                     self.tagger.tag(fetched(((m.id, item.image) for m, item in group), missing)))
                 for key in missing:
                     m, item = by_key[key]
-                    fails.append(Outcome(Op.FAIL, item.id, item.num, reason=NOT_STORED, message=m, seen=item.updated_at))
+                    fails.append(Outcome(Op.FAIL, item.id, item.num, reason=NOT_STORED, message=m,
+                                         seen=item.updated_at))
             except Exception as exc:  # noqa: BLE001 - kept pending, retried alone, dead-lettered if it persists
                 self._note_error([item for _, item in group], f"tagging failed: {exc!r}")
                 continue

@@ -165,7 +165,7 @@ class TopicIndex:
         neighbours when it can be.
 
         The row holds the build's nearest items, so while at least ``k`` of them are still eligible and unchanged,
-        no other unchanged item can beat those: the answer is the best ``k`` of them and of the eligible items
+        no other unchanged item can beat those (as far as the build's walk found them): the answer is the best ``k`` of them and of the eligible items
         changed since the load (rescored from ``vectors``). An item changed since, or a row that cannot fill ``k``
         (narrow filters, many deletes), walks the graph as ``search`` does.
         """
@@ -173,7 +173,8 @@ class TopicIndex:
         if vector is None:
             return []
         rows = self.neighbours
-        if rows is None or num >= len(rows) or k > NEIGHBOURS_KEPT or (len(self.changed) and _within(self.changed, num)):
+        stale = len(self.changed) > 0 and _within(self.changed, num)
+        if rows is None or num >= len(rows) or k > NEIGHBOURS_KEPT or stale:
             return self.search(vector, k, allowed, {*exclude, num})
         eligible, _, _ = self._eligible.of(allowed, self.present, self.state, self.nodes)
         nums = rows[num]

@@ -59,12 +59,14 @@ class Recommender(UserVerbs):
         """Items most like a query vector; ``tags`` (the query's own) are the reasons' tags."""
         return self._hydrate(self._ranked(vector, k, filters, diversity), k, vector, _shared_tags(set(tags)))
 
-    def _ranked(self, query: np.ndarray, k: int, filters: Filters, diversity: float, like: int | None = None) -> list[Hit]:
+    def _ranked(self, query: np.ndarray, k: int, filters: Filters, diversity: float,
+                like: int | None = None) -> list[Hit]:
         """Top ``k + MARGIN`` eligible items for ``query`` (item ``like``'s vector, when it is one), diversified
         when asked."""
         if diversity <= 0:
-            found = self.live.search(query, k + MARGIN, filters) if like is None else self.live.like(like, k + MARGIN, filters)
-            return [Hit(n, s) for n, s in found]
+            n = k + MARGIN
+            found = self.live.search(query, n, filters) if like is None else self.live.like(like, n, filters)
+            return [Hit(num, score) for num, score in found]
         pool = self.live.search(query, max(4 * k, 50), filters)
         if not pool:
             return []

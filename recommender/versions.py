@@ -6,11 +6,11 @@ memory-map (``vectors.npy``, the id maps ``ids.npy``, ``id_nums.npy`` and ``id_r
 the summaries ``summaries.npy`` and ``summary_offsets.npy``, the filter fields ``kind.npy``,
 ``category.npy``, ``starts.npy``, ``ends.npy``, ``present.npy`` and ``codes.json``; see
 ``recommender.columns``), ``index.faiss`` (the HNSW graph) and ``neighbours.npy`` (each item's
-nearest items), for versions of at least ``recommender.index.GRAPH_MIN_ITEMS`` items, ``topics.json`` (topic names and top
-tags, all the API needs), ``model.joblib`` (the fitted topic model, for the
-indexer), ``map.json`` (2-D positions of every item in three representations,
-for the map page) and ``map-model.joblib`` (what places new items on that map,
-for the indexer).
+nearest items), for versions of at least ``recommender.index.GRAPH_MIN_ITEMS`` items,
+``topics.json`` (topic names and top tags, all the API needs), ``model.joblib``
+(the fitted topic model, for the indexer), ``map.json`` (2-D positions of every
+item in three representations, for the map page) and ``map-model.joblib`` (what
+places new items on that map, for the indexer).
 
 Invariants: a version exists iff its manifest does, and it is written once. Its folder is built in a
 local scratch directory; every file is uploaded, the manifest last, so a reader never sees half of

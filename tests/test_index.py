@@ -71,7 +71,7 @@ def test_graph_answers_agree_with_an_exact_scan(large: Path) -> None:
     scores = [s for _, s in hits]
     assert scores == sorted(scores, reverse=True)
     expected = index.vectors[[n for n, _ in hits]] @ (queries[0] / np.linalg.norm(queries[0]))
-    np.testing.assert_allclose(scores, expected, rtol=1e-5)  # the walk's own: float32 sums of 30 products, any SIMD width
+    np.testing.assert_allclose(scores, expected, rtol=1e-5)  # the walk's own: float32 sums of 30 products, any SIMD
 
 
 @pytest.mark.parametrize("share", [0.003, 0.1, 0.6])

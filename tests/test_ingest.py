@@ -93,7 +93,7 @@ def test_two_first_ingests_at_once_make_one_version_that_serves_both(
     items from every answer (their vectors were of a model nobody served)."""
     rows = [dict(r, image="") for r in sample_rows()[:12]]
     rows = [dict(r, tags=t) for r, t in zip(rows, cycle(["beach|sun", "beach|sea", "snow|mountain", "snow|ski"]))]
-    halves = [read_catalog(write_manifest(rows[:6], tmp_path / "a")), read_catalog(write_manifest(rows[6:], tmp_path / "b"))]
+    halves = [read_catalog(write_manifest(part, tmp_path / name)) for part, name in ((rows[:6], "a"), (rows[6:], "b"))]
     both_in, build = threading.Barrier(2), ingest_module.build_version
 
     def build_once_both_could(*args, **kwargs):  # waits for the other ingest, unless something keeps it out
