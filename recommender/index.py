@@ -10,7 +10,9 @@ scan costs about a millisecond per 100k items, which caps an API process at
 a few hundred answers a second; large versions therefore carry an HNSW graph
 (recall@10 above 0.99 against the exact scan, see ``bench/api.py``), and the
 exact scan is kept for small catalogs and narrow filters, where it is both
-cheap and the only way to be sure of ``k`` answers.
+cheap and the only way to be sure of ``k`` answers. The items like an item
+(``similar``) are read from that item's row of nearest items, which the build
+found once by walking the graph wider (``TopicIndex.like``).
 """
 
 from __future__ import annotations
@@ -59,7 +61,8 @@ class TopicIndex:
     mask over nums selects rows directly. A version of at least
     ``GRAPH_MIN_ITEMS`` items is saved with an HNSW graph (FAISS, ids = nums)
     that answers a query in tens of microseconds where an exact scan of 100k
-    items takes about a millisecond.
+    items takes about a millisecond, and with each item's ``NEIGHBOURS_KEPT``
+    nearest items (``neighbours``, by numeric id), which answer ``like``.
 
     A loaded index maps its version's files (``recommender.columns``): the vectors
     copy-on-write, the graph read-only (``IO_FLAG_MMAP_IFC``: an ``IndexIDMap`` over
