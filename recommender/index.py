@@ -168,9 +168,9 @@ class TopicIndex:
         neighbours when it can be.
 
         The row holds the build's nearest items, so while at least ``k`` of them are still eligible and unchanged,
-        no other unchanged item can beat those (as far as the build's walk found them): the answer is the best ``k`` of them and of the eligible items
-        changed since the load (rescored from ``vectors``). An item changed since, or a row that cannot fill ``k``
-        (narrow filters, many deletes), walks the graph as ``search`` does.
+        no other unchanged item can beat those (as far as the build's walk found them): the answer is the best ``k``
+        of them and of the eligible items changed since the load (rescored from ``vectors``). An item changed since,
+        or a row that cannot fill ``k`` (narrow filters, many deletes), walks the graph as ``search`` does.
         """
         vector = self.vector(num)
         if vector is None:
@@ -190,8 +190,7 @@ class TopicIndex:
         if len(nums) < k:
             return self.search(vector, k, allowed, {*exclude, num})
         if len(self.changed):
-            changed = self.changed[self.changed < len(eligible)]
-            changed = changed[eligible[changed]]
+            changed = self._changed_among(eligible)
             nums = np.concatenate([nums, changed[_kept(changed, {*exclude, num})]])
         return self._ranked(nums, self.vectors[nums] @ vector, k)
 
@@ -216,13 +215,17 @@ class TopicIndex:
         hit = found[0] >= 0  # distinct: one node per item
         nums, scores = found[0][hit], scores[0][hit]
         if len(self.changed):
-            changed = self.changed[self.changed < len(eligible)]
-            nums = np.union1d(nums, changed[eligible[changed]])  # sorted, each num once
+            nums = np.union1d(nums, self._changed_among(eligible))  # sorted, each num once
             scores = self.vectors[nums] @ q
         if len(excluded):
             keep = _kept(nums, excluded.tolist())
             nums, scores = nums[keep], scores[keep]
         return self._ranked(nums, scores, k)
+
+    def _changed_among(self, eligible: np.ndarray) -> np.ndarray:
+        """The items upserted since the load that ``eligible`` admits (scanned beside every answer)."""
+        changed = self.changed[self.changed < len(eligible)]
+        return changed[eligible[changed]]
 
     @staticmethod
     def _ranked(nums: np.ndarray, scores: np.ndarray, k: int) -> list[tuple[int, float]]:
