@@ -38,8 +38,9 @@ For the cut columns users are split into 5 folds; each fold is scored by models 
 the other users' whole histories plus the fold's first 5 interactions, so no model has seen
 more of a cut user than those 5. A paired bootstrap over users gives 95% intervals of the
 hybrid's lead over ALS and both popularities. ``--new-items`` adds a day-one check (every
-interaction of 10% of the items hidden from training), ``--scale U:E:I`` times training and
-requests on synthetic events instead. One run takes a few minutes on one core.
+interaction of 10% of the items hidden from training), ``--ceiling`` the "first 5 -> last item"
+column with weights searched on its own test targets (``bench/users_ceiling.py``), ``--scale U:E:I``
+times training and requests on synthetic events instead. One run takes a few minutes on one core.
 
 Each method is a function ``fit(train, context) -> scorer``; ``scorer(users, histories, nows)``
 returns a (users x items) score matrix. ``vistas`` is the product through its real code path
@@ -77,6 +78,7 @@ from users_eval import (  # noqa: E402
     CUT, K, Histories, Scorer, decayed_counts, evaluate, history_times, paired_ci, per_user, ranks, report,
     request_times,
 )
+from users_ceiling import ceiling  # noqa: E402
 from users_product import Product  # noqa: E402
 
 FOLDS = 5
@@ -232,8 +234,13 @@ def main() -> None:
                         help="also: the hybrid on all users with each source's weight set to 0 in turn")
     parser.add_argument("--new-items", action="store_true",
                         help="also: hide every interaction of 10%% of the items and score users whose held-out item is one")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="also: the first 5 -> last item column with blend weights searched on its own test "
+                             "targets (a bound for any choice of weights; needs the vistas method)")
     args = parser.parse_args()
     methods = [m for m in args.methods.split(",") if m]
+    if args.ceiling and ("vistas" not in methods or args.no_cut):
+        parser.error("--ceiling needs the vistas method (its chosen config and weights) and the cut columns")
     if args.scale:
         scale(*(int(x) for x in args.scale.split(":")))
         return
@@ -260,7 +267,7 @@ def main() -> None:
         print(f"product: {data.n_items} tag-only items ingested into an embedded Redis  ({time.perf_counter() - t:.1f}s)")
         t = time.perf_counter()
         product.write_events(train)
-        tuning = product.tune(args.quick)
+        ctx.params["tuning"] = tuning = product.tune(args.quick)
         print(f"vistas eval --users (chosen={tuning['chosen']}): config {tuning['config']}\n  weights {tuning['weights']}"
               f"\n  validation {tuning['validation']}  ({time.perf_counter() - t:.1f}s)")
     if "hybrid (model only)" in methods:
@@ -297,6 +304,13 @@ def main() -> None:
             scores = model.blend(sources, [model.bucket(h) for h in hist], weights)
             hr, ndcg = hit_ndcg(rank_of(scores, targets), K)
             print(f"  without {off:<9} HR@10 {hr:.4f}  NDCG@10 {ndcg:.4f}")
+
+    if args.ceiling:
+        tuning = ctx.params["tuning"]
+        print(f"\nceiling, first {CUT} -> last item (the hybrid's sources, blend weights per bucket):")
+        pop = per.get("popularity", {}).get("cut")
+        ceiling(train, test, test_at, vectors, data.n_users, HybridConfig(**tuning["config"]), tuning["weights"],
+                FOLDS, tuple(pop.mean(axis=0)) if pop is not None else None)
 
     if args.new_items:
         new_items(data, train, test, test_at, full_hist, ctx, methods)
