@@ -17,6 +17,7 @@ THIN_FOLDS = 2
 AWAY_S = 3600.0
 #: How long the user-independent scores (trending, popular) are reused, in seconds of ``now``.
 SHARED_TTL_S = 60
+#: The weight sets, one per kind of request (:meth:`HybridModel.bucket`).
 BUCKETS = ("thin", "away", "full")
 #: Used when the event log is too small to choose from (and as the search's starting point).
 DEFAULT_WEIGHTS: dict[str, dict[str, float]] = {

@@ -10,7 +10,7 @@ import numpy as np
 
 from recommender.users.collaborative import EventLog
 from recommender.users.config import (
-    AWAY_S, DEFAULT_WEIGHTS, MIN_EVENTS, MIN_VALIDATION_USERS, SOURCES, THIN_FOLDS, THIN_ITEMS, WEIGHT_GRID,
+    AWAY_S, BUCKETS, DEFAULT_WEIGHTS, MIN_EVENTS, MIN_VALIDATION_USERS, SOURCES, THIN_FOLDS, THIN_ITEMS, WEIGHT_GRID,
     HybridConfig,
 )
 from recommender.users.hybrid import HybridModel
@@ -186,7 +186,7 @@ def choose_weights(
                                                 [targets[u] for u in back], [at[u] for u in back]))
     if len(away) < MIN_VALIDATION_USERS:
         searched["away"] = []
-    for bucket in ("full", "thin", "away"):
+    for bucket in BUCKETS:
         if not searched[bucket]:
             result[bucket] = defaults[bucket]
             continue
