@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from recommender.users.candidates import CandidateServing
+from recommender.users.candidates import SHARED_HEAD, CandidateServing, best_first
 from recommender.users.collaborative import DAY, DISMISS, EVENT_WEIGHTS, Collaborative, EventLog, confidence_matrix, decay
 from recommender.users.config import (
     AWAY_S, DEFAULT_WEIGHTS, SHARED_TTL_S, SOURCES, THIN_ITEMS, HybridConfig, History, Rec, nearest, weights_for,
@@ -149,8 +149,8 @@ class HybridModel(CandidateServing):
                 raw[s] = values
         eligible = self.eligible(now)[None, :]
         out = {s: zscore(v[None, :], eligible)[0] for s, v in raw.items()}
-        for s in raw:  # best first, for drawing candidates (:mod:`recommender.users.candidates`)
-            out[f"order:{s}"] = np.argsort(-out[s], kind="stable")
+        for s in raw:  # the best, for drawing candidates (:mod:`recommender.users.candidates`)
+            out[f"head:{s}"] = best_first(out[s], SHARED_HEAD)
         if len(cache) > 256:
             cache.clear()
         cache[key] = (now, out)
