@@ -5,8 +5,7 @@ The hybrid (``recommender/users/hybrid.py``) is fitted on synthetic clustered ev
 of 5, 10 and 20 clicks. Two ways, interleaved call by call so a busy machine slows both alike:
 
 * ``recommend``: what the API calls: candidates per source, every source scored on their union only;
-* ``dense``: the reference: every source scored over every item (``source_scores``, as ``vistas eval --users``
-  does), blended, top ``k``.
+* ``dense``: the reference: every source scored over every item (``source_scores``), blended, top ``k``.
 
 Prints the median and p99 of each, their ratio, and how much of the dense top 10 ``recommend`` returns (at
 small catalogs and narrow histories it is all of it; content candidates are approximate beyond 5k items).

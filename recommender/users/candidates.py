@@ -17,9 +17,9 @@ Invariant: the z-scores are the dense path's (:meth:`HybridModel.source_scores`)
 by its mean and deviation over *every* item the user may get, not over the candidates. They are exact for
 ``als`` (from its dense scores) and for ``knn`` and ``sequence`` (the items outside their sparse rows score
 0), and for ``content`` exact up to :data:`STAT_SAMPLE` items, estimated from a fixed sample of that many
-beyond. So the weights ``vistas eval --users`` chose on the dense scores mean the same here, and the blended
-top ``k`` is the dense one whenever it lies among the candidates. With fewer than ``k`` candidates every
-item the user may get is scored.
+beyond. So the blended top ``k`` is the dense one whenever it lies among the candidates. With fewer than
+``k`` candidates every item the user may get is scored. ``vistas eval --users`` chooses the weights on these
+same candidates (:meth:`CandidateServing.candidates`), each validation request as the API answers it.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The hybrid user recommender: several candidate sources, one scored blend whose weights are data.
 
 Sources, each z-normalised per user over the items the user may get (:meth:`HybridModel.source_scores`
-scores every item, for tuning; :meth:`HybridModel.recommend` scores candidates only and normalises the same
+scores every item, the reference; :meth:`HybridModel.recommend` scores candidates only and normalises the same
 way, see :mod:`recommender.users.candidates`):
 
 * ``als``: ALS factors (``implicit``), the user folded in from the request-time history;
