@@ -37,7 +37,7 @@ from recommender.users.config import SOURCES, History, Rec, power, weights_for
 #: and all of it on catalogs within the exact limits below (``tests/test_candidates.py``).
 PER_SOURCE = 200
 #: The shared sources' best items, kept with their scores once a minute: filters rarely leave fewer than one in 8
-#: of them allowed; when they do, the whole order is sorted for that request.
+#: of them allowed; when one does, the whole order is sorted (once that minute).
 SHARED_HEAD = 8 * PER_SOURCE
 #: Content candidates, shared among the history items queried (at least :data:`PER_QUERY_MIN` each).
 CONTENT_CANDIDATES = 400
@@ -241,8 +241,10 @@ class CandidateServing:
         for s in ("trending", "popular"):
             head = shared[f"head:{s}"]
             head = head[valid[head]]
-            if len(head) < PER_SOURCE:
-                order = np.argsort(-shared[s], kind="stable")
+            if len(head) < PER_SOURCE:  # a narrow filter: the whole order, sorted once a minute when first needed
+                if f"order:{s}" not in shared:
+                    shared[f"order:{s}"] = np.argsort(-shared[s], kind="stable")
+                order = shared[f"order:{s}"]
                 head = order[valid[order]]
             drawn.append(head[:PER_SOURCE])
         items = np.unique(np.concatenate(drawn))

@@ -124,4 +124,3 @@ def power(x: np.ndarray, p: float) -> np.ndarray:
             np.multiply(x, x, out=x)
         return x
     return np.power(x, p, out=x)
-

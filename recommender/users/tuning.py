@@ -200,7 +200,7 @@ def choose_weights(
 
 
 def request_scores(model: HybridModel, histories: Sequence[Sequence[Mapping]], targets: Sequence[int],
-            at: Sequence[float], k: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+                   at: Sequence[float], k: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """The requests of ``histories``, each asked just before its target's time ``at``, as the API answers
     them: one row per request over its candidates (:meth:`HybridModel.candidates`), every source's z-scores
     there, rows padded to the longest with ineligible columns; and each target's column, a padding one (ranked
