@@ -154,7 +154,7 @@ def test_weights_are_chosen_on_the_requests_as_recommend_answers_them(large):
     answers = [model.recommend(events, k=10, now=NOW) for events in histories]
     targets = [recs[0].item for recs in answers[:-1]] + [histories[-1][0]["item"]]
     sources, columns = request_scores(model, histories, targets, [NOW + 1.0] * len(histories), 10)
-    assert sources["eligible"].shape == (len(histories), sources["eligible"].shape[1])
+    assert len(columns) == len(sources["eligible"]) == len(histories)
     assert sources["eligible"].shape[1] < model.n_items / 4
     blended = model.blend(sources, [model.bucket(model.history(events, NOW)) for events in histories])
     for row, recs in zip(blended, answers):
