@@ -70,18 +70,17 @@ from recommender.users.collaborative import EventLog, confidence_matrix  # noqa:
 from recommender.users.config import SOURCES, HybridConfig  # noqa: E402
 from recommender.users.hybrid import HybridModel  # noqa: E402
 from recommender.users.tuning import (  # noqa: E402
-    choose_weights, first_events, hit_ndcg, rank_of, split_last, tune, user_histories,
+    choose_weights, hit_ndcg, rank_of, split_last, tune, user_histories,
 )
 
 from users_data import PACKAGE, VERSION, Dataset, item_vectors, load, scale  # noqa: E402
 from users_eval import (  # noqa: E402
-    CUT, K, Histories, Scorer, decayed_counts, evaluate, history_times, paired_ci, per_user, ranks, report,
-    request_times,
+    CUT, K, Histories, Scorer, cut_folds, decayed_counts, evaluate, history_times, paired_ci, per_user,
+    ranks, report, request_times,
 )
 from users_ceiling import ceiling  # noqa: E402
 from users_product import Product  # noqa: E402
 
-FOLDS = 5
 #: What the recent-popularity baseline's half-life is chosen from (days), on the validation holdout.
 RECENT_HALF_LIVES = (0.25, 1.0, 3.0, 7.0, 30.0, 90.0, 365.0)
 
@@ -310,7 +309,7 @@ def main() -> None:
         print(f"\nceiling, first {CUT} -> last item (the hybrid's sources, blend weights per bucket):")
         pop = per.get("popularity", {}).get("cut")
         ceiling(train, test, test_at, vectors, data.n_users, HybridConfig(**tuning["config"]), tuning["weights"],
-                FOLDS, tuple(pop.mean(axis=0)) if pop is not None else None)
+                tuple(pop.mean(axis=0)) if pop is not None else None)
 
     if args.new_items:
         new_items(data, train, test, test_at, full_hist, ctx, methods)
@@ -344,22 +343,18 @@ def main() -> None:
 
 def cut_users(train: EventLog, test: dict[int, int], test_at: dict[int, float], full_hist: dict[int, list[dict]],
               ctx: Context, methods: list[str], per: dict[str, dict[str, np.ndarray]]) -> None:
-    """The users cut to their first ``CUT`` interactions, in ``FOLDS`` folds (each scored by models that saw no
-    more of them than those), into ``per[method]``: "cut" and "next" asked when the user comes back to the
-    target, "cut@5th" the same targets as "cut" asked right after the ``CUT``-th interaction."""
-    users = np.array(sorted(test))
-    folds = np.random.default_rng(0).permutation(len(users)) % FOLDS
-    first = user_histories(train, users.tolist(), CUT)
+    """The users cut to their first ``CUT`` interactions, in the folds of :func:`cut_folds` (each scored by models
+    that saw no more of them than those), into ``per[method]``: "cut" and "next" asked when the user comes back
+    to the target, "cut@5th" the same targets as "cut" asked right after the ``CUT``-th interaction."""
+    first = user_histories(train, test, CUT)
     following = {u: h[CUT]["item"] for u, h in full_hist.items() if len(h) > CUT}
     clocks = {"cut": request_times(first, test_at), "cut@5th": history_times(first),
               "next": request_times(first, {u: full_hist[u][CUT]["ts"] for u in following})}
     for name in methods:
         t = time.perf_counter()
         parts: dict[str, list[tuple[list[int], np.ndarray]]] = {r: [] for r in clocks}
-        for f in range(FOLDS):
-            fold_users = set(users[folds == f].tolist())
-            keep = ~np.isin(train.user, list(fold_users)) | first_events(train, fold_users, CUT)
-            scorer = METHODS[name](train.subset(keep), ctx)
+        for fold_users, fold_train in cut_folds(train, test):
+            scorer = METHODS[name](fold_train, ctx)
             for regime, nows in clocks.items():
                 targets = following if regime == "next" else test
                 wanted = {u: targets[u] for u in fold_users if u in targets}

@@ -15,26 +15,23 @@ import numpy as np
 from recommender.users.collaborative import EventLog
 from recommender.users.config import DEFAULT_WEIGHTS, HybridConfig
 from recommender.users.hybrid import HybridModel
-from recommender.users.tuning import first_events, hit_ndcg, rank_of, search_weights, user_histories
+from recommender.users.tuning import hit_ndcg, rank_of, search_weights, user_histories
 
-from users_eval import CUT, K, request_times
+from users_eval import CUT, K, cut_folds, request_times
 
 
 def ceiling(train: EventLog, test: Mapping[int, int], test_at: Mapping[int, float], vectors: np.ndarray,
-            n_users: int, config: HybridConfig, chosen: Mapping[str, Mapping[str, float]], folds: int,
+            n_users: int, config: HybridConfig, chosen: Mapping[str, Mapping[str, float]],
             popularity: tuple[float, float] | None = None) -> None:
     """Print HR@10 / NDCG@10 of the "first 5 -> last item" column with the chosen weights and with weights
-    searched on its test targets, over the same folds as ``cut_users`` (each user scored by a model that saw
-    no more of them than their first ``CUT`` interactions)."""
-    users = np.array(sorted(test))
-    fold_of = np.random.default_rng(0).permutation(len(users)) % folds
-    first = user_histories(train, users.tolist(), CUT)
+    searched on its test targets, over the folds of the cut columns (:func:`cut_folds`: each user scored by a
+    model that saw no more of them than their first ``CUT`` interactions)."""
+    first = user_histories(train, test, CUT)
     nows = request_times(first, test_at)
     parts, buckets, targets, model = [], [], [], None
-    for f in range(folds):
-        fold = [u for u in users[fold_of == f].tolist() if first.get(u)]
-        keep = ~np.isin(train.user, fold) | first_events(train, set(fold), CUT)
-        model = HybridModel(config).fit(train.subset(keep), vectors, n_users=n_users)
+    for fold, fold_train in cut_folds(train, test):
+        fold = [u for u in fold if first.get(u)]
+        model = HybridModel(config).fit(fold_train, vectors, n_users=n_users)
         hist = [model.history(first[u], nows[u]) for u in fold]
         parts.append(model.source_scores(hist, [nows[u] for u in fold]))
         buckets += [model.bucket(h) for h in hist]

@@ -3,15 +3,16 @@ the paired bootstrap and the results table (apart from the methods, so neither m
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from recommender.users.collaborative import DAY, EventLog
-from recommender.users.tuning import hit_ndcg, rank_of
+from recommender.users.tuning import first_events, hit_ndcg, rank_of
 
 K = 10
 CUT = 5
+FOLDS = 5
 Histories = Sequence[list[dict]]
 #: ``scorer(users, histories, nows)`` -> a (users x items) score matrix, each user asking at their ``now``.
 Scorer = Callable[[Sequence[int], Histories, Sequence[float]], np.ndarray]
@@ -51,6 +52,16 @@ def ranks(scorer: Scorer, histories: Mapping[int, list[dict]], targets: Mapping[
             scores[r, [e["item"] for e in h]] = -np.inf
         out.append(rank_of(scores, np.array([targets[u] for u in chunk])))
     return np.concatenate(out) if out else np.zeros((0, 2), dtype=np.int64)
+
+
+def cut_folds(train: EventLog, users: Sequence[int]) -> Iterator[tuple[list[int], EventLog]]:
+    """The cut columns' ``FOLDS`` folds of ``users``: each fold's users (ascending) and what a model scoring them
+    may train on, the other users' whole histories and the fold's first ``CUT`` interactions."""
+    ordered = np.array(sorted(users))
+    fold_of = np.random.default_rng(0).permutation(len(ordered)) % FOLDS
+    for f in range(FOLDS):
+        fold = ordered[fold_of == f].tolist()
+        yield fold, train.subset(~np.isin(train.user, fold) | first_events(train, set(fold), CUT))
 
 
 def evaluate(scorer: Scorer, histories: Mapping[int, list[dict]], targets: Mapping[int, int],
